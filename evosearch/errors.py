@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI prints their message as one line and exits 1."""
+
+
+class EvosearchError(Exception):
+    """Base of every error caused by input (a file, a formula, a config, a name)."""
+
+
+class GraphError(EvosearchError):
+    """A layer graph is malformed: the message names the node, its op and its inputs."""
+
+
+class FormulaError(EvosearchError):
+    """A formula uses syntax or names outside the vocabulary."""
+
+
+class SourceError(EvosearchError):
+    """A SOURCE argument is neither a seed name, a graph file, nor a formula."""

@@ -1,0 +1,165 @@
+"""Formulas as input: ``x / max(batch_std(x), v1 * x + instance_std(x))`` → :class:`LayerGraph`.
+
+The text is parsed with :mod:`ast` and walked against a whitelist: arithmetic (``+ - * /``, unary
+minus), calls of primitive ops by name (group ops also take ``groups=N``), numbers, and names. Names
+are ``x``, the layer's vectors, its hyperparameters, and names bound earlier in the formula: a formula
+may be several lines of ``name = expression`` ending in the output expression. Nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+
+from evosearch.errors import FormulaError, GraphError
+from evosearch.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
+from primitives import PRIMITIVES
+
+# EvoNorm's trainable vectors, available to any formula: v0 (init 0) and v1 (init 1).
+EVONORM_VECTORS: dict[str, float] = {"v0": 0.0, "v1": 1.0}
+MAX_FORMULA_CHARS = 20_000
+
+_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
+
+
+def parse_formula(
+    text: str,
+    *,
+    name: str = "layer",
+    vectors: Mapping[str, float] | None = None,
+    hyperparameters: Mapping[str, float | int] | None = None,
+    final_affine: bool = False,
+) -> LayerGraph:
+    """Build a validated graph from a formula. ``vectors`` maps allowed vector names to inits."""
+    if not isinstance(text, str) or not text.strip():
+        raise FormulaError("empty formula")
+    if len(text) > MAX_FORMULA_CHARS:
+        raise FormulaError(f"formula longer than {MAX_FORMULA_CHARS} characters")
+    try:
+        tree = ast.parse(text.strip(), mode="exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+        raise FormulaError(f"cannot parse formula: {getattr(e, 'msg', e)}") from None
+    graph = LayerGraph(name, dict(hyperparameters or {}), final_affine)
+    parser = _Parser(graph, dict(EVONORM_VECTORS if vectors is None else vectors), text)
+    try:
+        graph.set_output(parser.program(tree))
+        graph.validate()
+    except RecursionError:
+        raise FormulaError("formula nested too deeply") from None
+    except GraphError as e:
+        raise FormulaError(str(e)) from None
+    return graph
+
+
+class _Parser:
+    def __init__(self, graph: LayerGraph, vectors: dict[str, float], text: str):
+        self.graph = graph
+        self.vectors = vectors
+        self.text = text
+        self.bound: dict[str, str] = {}
+
+    def fail(self, node: ast.AST, message: str) -> FormulaError:
+        where = ""
+        if hasattr(node, "lineno"):
+            snippet = ast.get_source_segment(self.text.strip(), node) or ""
+            where = f" at line {node.lineno}, column {node.col_offset + 1}"
+            if snippet:
+                where += f" ({snippet[:60]!r})"
+        return FormulaError(message + where)
+
+    def program(self, tree: ast.Module) -> str:
+        if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+            raise FormulaError("a formula must end with the output expression")
+        for stmt in tree.body[:-1]:
+            if not (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+            ):
+                raise self.fail(
+                    stmt,
+                    f"only 'name = expression' lines may precede the output, not {type(stmt).__name__}",
+                )
+            target = stmt.targets[0].id
+            if target in self.reserved:
+                raise self.fail(stmt, f"cannot rebind {target!r}")
+            self.bound[target] = self.expr(stmt.value, hint=target)
+        return self.expr(tree.body[-1].value)
+
+    @property
+    def reserved(self) -> set[str]:
+        return {
+            INPUT,
+            *self.vectors,
+            *self.graph.hyperparameters,
+            *DEFAULT_HYPERPARAMETERS,
+            *PRIMITIVES,
+        }
+
+    def expr(self, node: ast.AST, hint: str | None = None) -> str:
+        """The graph node of an expression; ``hint`` names it when it is new (``mu = ...``)."""
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return self.graph.add(
+                _BINOPS[type(node.op)], self.expr(node.left), self.expr(node.right), hint=hint
+            )
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            if isinstance(node.op, ast.UAdd):
+                return self.expr(node.operand)
+            if _is_number(node.operand):
+                return self.graph.const(-node.operand.value)
+            return self.graph.add("neg", self.expr(node.operand), hint=hint)
+        if _is_number(node):
+            return self.graph.const(node.value)
+        if isinstance(node, ast.Name):
+            return self.name(node)
+        if isinstance(node, ast.Call):
+            return self.call(node, hint)
+        if isinstance(node, ast.BinOp):
+            raise self.fail(node, f"operator {type(node.op).__name__} is not in the vocabulary (use + - * /)")
+        raise self.fail(node, f"unsupported syntax {type(node).__name__}")
+
+    def name(self, node: ast.Name) -> str:
+        ident = node.id
+        if ident in self.bound:
+            return self.bound[ident]
+        if ident == INPUT:
+            return INPUT
+        if ident in self.vectors:
+            return self.graph.param(ident, self.vectors[ident])
+        if ident in self.graph.hyperparameters or ident in DEFAULT_HYPERPARAMETERS:
+            return self.graph.hyper(ident)
+        known = [INPUT, *sorted(self.vectors), *sorted(self.bound)]
+        raise self.fail(node, f"unknown name {ident!r} (known names: {', '.join(known)})")
+
+    def call(self, node: ast.Call, hint: str | None = None) -> str:
+        if not isinstance(node.func, ast.Name):
+            raise self.fail(node, "only primitive ops can be called, by plain name")
+        op = node.func.id
+        prim = PRIMITIVES.get(op)
+        if prim is None:
+            raise self.fail(node, f"unknown op {op!r}; known ops: {', '.join(sorted(PRIMITIVES))}")
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            raise self.fail(node, "starred arguments are not allowed")
+        if len(node.args) != prim.arity:
+            raise self.fail(node, f"op {op!r} takes {prim.arity} input(s), got {len(node.args)}")
+        attrs = {}
+        for kw in node.keywords:
+            if kw.arg not in prim.attrs:
+                allowed = ", ".join(sorted(prim.attrs)) or "none"
+                raise self.fail(node, f"op {op!r} takes no keyword {kw.arg!r} (allowed: {allowed})")
+            if not (_is_number(kw.value) and isinstance(kw.value.value, int)):
+                raise self.fail(kw.value, f"{kw.arg} must be an integer literal")
+            attrs[kw.arg] = kw.value.value
+        inputs = [self.expr(a) for a in node.args]
+        try:
+            return self.graph.add(op, *inputs, hint=hint, **attrs)
+        except GraphError as e:
+            raise self.fail(node, str(e)) from None
+
+
+def _is_number(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float))
+        and not isinstance(node.value, bool)
+    )

@@ -1,0 +1,483 @@
+"""Layer graphs: a normalization-activation layer as a DAG over primitive ops.
+
+Every value is a :class:`Node`: the leaves are the input ``x``, per-channel trainable vectors
+(``param``), numeric constants (``const``) and layer hyperparameters used as values (``hyper``); the
+others apply a primitive to earlier nodes. Nodes are added through :meth:`LayerGraph.add` only, which
+checks op, arity and inputs, so a graph is always in topological order; :meth:`LayerGraph.validate`
+checks the whole (one output, nothing unused, shapes that make sense, the allowed op set).
+
+A layer computes ``y = graph(x)``, then ``weight * y + bias`` when ``final_affine`` is set.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import keyword
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from torch import nn
+
+from evosearch.errors import GraphError
+from primitives import PRIMITIVES, Kind, Primitive, UnknownOpError, get_primitive
+
+LEAF_OPS = ("input", "param", "const", "hyper")
+INPUT = "x"
+
+# Hyperparameters a layer gets when its graph needs them and does not set them.
+DEFAULT_HYPERPARAMETERS: dict[str, float | int] = {
+    "eps": 1e-5,  # moments: inside the square root of std and rms
+    "momentum": 0.1,  # batch moments: running-estimate update (PyTorch's convention)
+    "groups": 32,  # group moments, unless the node sets its own
+    "proxy_samples": 256,  # proxy moments: number of Gaussian quantiles
+}
+_INT_HYPERPARAMETERS = {"groups", "proxy_samples"}
+
+AFFINE_NAMES = ("weight", "bias")  # the final affine's parameters
+# Names a vector or hyperparameter cannot take: they would shadow the generated module's attributes
+# and methods, Python's keywords and builtins, or names the generated code uses itself.
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+RESERVED_NAMES = frozenset(
+    {INPUT, "self", "torch", "nn", "math", "shape", "num_features"}
+    | set(dir(nn.Module))
+    | set(dir(builtins))
+    | set(keyword.kwlist)
+    | set(PRIMITIVES)
+)
+
+
+def check_identifier(name: Any, what: str, reserved: Iterable[str] = RESERVED_NAMES) -> str:
+    """Names from graph files become Python identifiers: only plain, unreserved ones pass."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name) or len(name) > 64:
+        raise GraphError(f"{what} {name!r} is not a valid name (letters, digits, '_'; 64 at most)")
+    if name in reserved or name.startswith("running_"):
+        raise GraphError(f"{what} {name!r} is a reserved name")
+    return name
+
+
+@dataclass(frozen=True)
+class Node:
+    """One value of the graph: a leaf, or a primitive applied to earlier nodes."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...] = ()
+    attrs: tuple[tuple[str, Any], ...] = ()
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return dict(self.attrs).get(key, default)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op in LEAF_OPS
+
+    @property
+    def primitive(self) -> Primitive:
+        return get_primitive(self.op)
+
+    def describe(self) -> str:
+        args = ", ".join(self.inputs)
+        return f"node {self.name!r} ({self.op}({args}))" if not self.is_leaf else f"{self.op} {self.name!r}"
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Which axes of x a value spans: batch (N), channel (C), spatial (H, W)."""
+
+    n: bool
+    c: bool
+    s: bool
+
+    def __or__(self, other: _Shape) -> _Shape:
+        return _Shape(self.n or other.n, self.c or other.c, self.s or other.s)
+
+
+_FULL, _CHANNEL, _SCALAR = (
+    _Shape(True, True, True),
+    _Shape(False, True, False),
+    _Shape(False, False, False),
+)
+
+
+@dataclass
+class LayerGraph:
+    """A layer as a DAG of :class:`Node` records, held in topological order over a networkx DAG."""
+
+    name: str = "layer"
+    hyperparameters: dict[str, float | int] = field(default_factory=dict)
+    final_affine: bool = False
+    output: str | None = None
+
+    def __post_init__(self) -> None:
+        self._nodes: dict[str, Node] = {}
+        self._dag = nx.DiGraph()
+        self._counter: dict[str, int] = {}
+        self._interned: dict[tuple, str] = {}
+        self._insert(Node(INPUT, "input"))
+
+    # ---- construction -------------------------------------------------------------------------
+
+    def _insert(self, node: Node) -> str:
+        if node.name in self._nodes:
+            raise GraphError(f"duplicate node name {node.name!r}")
+        self._nodes[node.name] = node
+        self._dag.add_node(node.name)
+        self._dag.add_edges_from((i, node.name) for i in node.inputs)
+        self._interned.setdefault((node.op, node.inputs, node.attrs), node.name)
+        return node.name
+
+    def _fresh_name(self, stem: str) -> str:
+        while True:
+            k = self._counter.get(stem, 0)
+            self._counter[stem] = k + 1
+            name = stem if k == 0 else f"{stem}_{k}"
+            if name not in self._nodes:
+                return name
+
+    def param(self, name: str, init: float) -> str:
+        """A per-channel trainable vector, initialised to ``init`` (EvoNorm: v0 = 0, v1 = 1)."""
+        check_identifier(name, "vector")
+        if name in self._nodes:
+            node = self._nodes[name]
+            if node.op != "param" or node.attr("init") != float(init):
+                raise GraphError(f"vector {name!r} clashes with {node.describe()}")
+            return name
+        return self._insert(Node(name, "param", attrs=(("init", float(init)),)))
+
+    def const(self, value: float) -> str:
+        value = float(value)
+        if not math.isfinite(value):
+            raise GraphError(f"constant {value!r} is not finite")
+        key = ("const", (), (("value", value),))
+        if key in self._interned:
+            return self._interned[key]
+        return self._insert(Node(self._fresh_name("c"), "const", attrs=(("value", value),)))
+
+    def hyper(self, name: str) -> str:
+        """A layer hyperparameter used as a value (e.g. Batch Renorm's ``rmax``)."""
+        check_identifier(name, "hyperparameter")
+        if name not in self.hyperparameters and name not in DEFAULT_HYPERPARAMETERS:
+            raise GraphError(f"hyperparameter {name!r} is used but not declared")
+        if name in self._nodes:
+            if self._nodes[name].op != "hyper":
+                raise GraphError(f"hyperparameter {name!r} clashes with {self._nodes[name].describe()}")
+            return name
+        return self._insert(Node(name, "hyper"))
+
+    def add(
+        self, op: str, *inputs: str, name: str | None = None, hint: str | None = None, **attrs: Any
+    ) -> str:
+        """Apply a primitive to existing nodes; the one path that creates op nodes.
+
+        Without ``name``, an identical existing node is reused, so a formula that repeats a
+        sub-expression builds it once; a new node is then named ``hint`` if free, else after its op.
+        """
+        label = name or op
+        try:
+            prim = get_primitive(op)
+        except UnknownOpError as e:
+            raise GraphError(f"node {label!r}: {e}") from None
+        if len(inputs) != prim.arity:
+            raise GraphError(
+                f"node {label!r}: op {op!r} takes {prim.arity} input(s), "
+                f"got {len(inputs)} ({', '.join(inputs)})"
+            )
+        for i in inputs:
+            if i not in self._nodes:
+                raise GraphError(f"node {label!r} ({op}): input {i!r} is not defined before it")
+        unknown = set(attrs) - prim.attrs
+        if unknown:
+            raise GraphError(f"node {label!r}: op {op!r} takes no attribute {', '.join(sorted(unknown))}")
+        if "groups" in attrs and (
+            not isinstance(attrs["groups"], int) or isinstance(attrs["groups"], bool) or attrs["groups"] < 1
+        ):
+            raise GraphError(f"node {label!r}: groups must be a positive integer, got {attrs['groups']!r}")
+        node_attrs = tuple(sorted(attrs.items()))
+        if name is None:
+            existing = self._interned.get((op, tuple(inputs), node_attrs))
+            if existing is not None and not self._nodes[existing].is_leaf:
+                return existing
+        else:
+            check_identifier(name, "node", reserved=())
+        if name is None:
+            name = hint if hint and hint not in self._nodes else self._fresh_name(op)
+        return self._insert(Node(name, op, tuple(inputs), node_attrs))
+
+    def set_output(self, name: str) -> None:
+        if name not in self._nodes:
+            raise GraphError(f"output {name!r} is not a node of the graph")
+        self.output = name
+
+    # ---- access -------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._nodes.values())
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes
+
+    def node(self, name: str) -> Node:
+        return self._nodes[name]
+
+    @property
+    def op_nodes(self) -> list[Node]:
+        return [n for n in self if not n.is_leaf]
+
+    @property
+    def vectors(self) -> dict[str, float]:
+        """Trainable per-channel vectors and their initial values."""
+        return {n.name: n.attr("init") for n in self if n.op == "param"}
+
+    @property
+    def ops(self) -> set[str]:
+        return {n.op for n in self.op_nodes}
+
+    @property
+    def batch_dependent(self) -> bool:
+        return any(n.primitive.batch_dependent for n in self.op_nodes)
+
+    def ancestors(self, name: str) -> set[str]:
+        return nx.ancestors(self._dag, name)
+
+    def resolved_hyperparameters(self) -> dict[str, float | int]:
+        """The hyperparameters of the layer: those declared, plus defaults for what the ops need."""
+        needed = set()
+        for n in self.op_nodes:
+            prim = n.primitive
+            if prim.kind is not Kind.ELEMENTWISE:
+                needed.add("eps")
+            if prim.batch_dependent:
+                needed.add("momentum")
+            if prim.axes == "group" and n.attr("groups") is None:
+                needed.add("groups")
+            if prim.kind is Kind.PROXY:
+                needed.add("proxy_samples")
+        out = {k: DEFAULT_HYPERPARAMETERS[k] for k in sorted(needed)}
+        out.update(self.hyperparameters)
+        return out
+
+    def copy(self) -> LayerGraph:
+        new = LayerGraph(self.name, dict(self.hyperparameters), self.final_affine)
+        for node in self:
+            if node.name != INPUT:
+                new._insert(node)
+        new._counter = dict(self._counter)
+        new.output = self.output
+        return new
+
+    def pruned(self) -> LayerGraph:
+        """A copy without the nodes the output does not use."""
+        keep = self.ancestors(self.output) | {self.output, INPUT}
+        new = LayerGraph(self.name, dict(self.hyperparameters), self.final_affine)
+        for node in self:
+            if node.name in keep and node.name != INPUT:
+                new._insert(node)
+        new.output = self.output
+        return new
+
+    # ---- validation ---------------------------------------------------------------------------
+
+    def problems(self, allowed_ops: Iterable[str] | None = None) -> list[str]:
+        """Everything wrong with the graph, one message per problem (empty when valid)."""
+        out = [*self._hyperparameter_problems()]
+        if self.final_affine:
+            out.extend(
+                f"vector {v!r} clashes with the final affine's parameter"
+                for v in self.vectors
+                if v in AFFINE_NAMES
+            )
+        if self.output is None:
+            return [*out, "graph has no output"]
+        allowed = None if allowed_ops is None else set(allowed_ops)
+        used = self.ancestors(self.output) | {self.output}
+        for node in self:
+            if node.name != INPUT and node.name not in used and node.op not in ("const", "hyper"):
+                out.append(f"{node.describe()} is not used by the output")
+            if allowed is not None and not node.is_leaf and node.op not in allowed:
+                out.append(f"{node.describe()} uses op {node.op!r}, outside the allowed set")
+        shapes = self._shapes()
+        depends = self._depends_on_input()
+        for node in self.op_nodes:
+            out.extend(self._node_problems(node, shapes, depends))
+        if not depends[self.output]:
+            out.append(f"output {self.output!r} does not depend on the input x")
+        elif shapes[self.output] != _FULL:
+            out.append(
+                f"output {self.output!r} ({self.node(self.output).op}) is a statistic, not a feature map"
+            )
+        return out
+
+    def validate(self, allowed_ops: Iterable[str] | None = None) -> LayerGraph:
+        problems = self.problems(allowed_ops)
+        if problems:
+            raise GraphError(f"invalid layer graph {self.name!r}: " + "; ".join(problems))
+        return self
+
+    def _hyperparameter_problems(self) -> Iterator[str]:
+        for key, value in self.hyperparameters.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                yield f"hyperparameter {key!r} must be a finite number, got {value!r}"
+            elif key in _INT_HYPERPARAMETERS and (not isinstance(value, int) or value < 1):
+                yield f"hyperparameter {key!r} must be a positive integer, got {value!r}"
+            elif key == "eps" and value <= 0:
+                yield f"hyperparameter 'eps' must be positive, got {value!r}"
+            elif key == "momentum" and not 0 <= value <= 1:
+                yield f"hyperparameter 'momentum' must be in [0, 1], got {value!r}"
+
+    def _node_problems(self, node: Node, shapes: dict, depends: dict) -> Iterator[str]:
+        prim = node.primitive
+        if prim.kind is Kind.ELEMENTWISE:
+            return
+        if prim.kind is Kind.PROXY:
+            yield from self._proxy_problems(node, depends)
+            return
+        (arg,) = node.inputs
+        if not depends[arg]:
+            yield f"{node.describe()}: input {arg!r} does not depend on x; moments need a feature map"
+        elif prim.kind in (Kind.BATCH_MOMENT, Kind.MOVING) and not shapes[arg].c:
+            yield f"{node.describe()}: input {arg!r} has no channel axis left for a per-channel statistic"
+
+    def _proxy_problems(self, node: Node, depends: dict) -> Iterator[str]:
+        """proxy_*(a, y, scale, shift): a must be an element-wise function of y and per-channel values."""
+        a, y, scale, shift = node.inputs
+        for operand in (scale, shift):
+            if depends[operand]:
+                yield f"{node.describe()}: {operand!r} must be per-channel (not depend on x)"
+        if y not in self.ancestors(a):
+            yield f"{node.describe()}: {a!r} does not depend on {y!r}"
+            return
+        for name in self.proxy_path(a, y):
+            inner = self.node(name)
+            if inner.is_leaf or inner.primitive.kind is not Kind.ELEMENTWISE:
+                yield f"{node.describe()}: {inner.describe()} between {y!r} and {a!r} is not element-wise"
+            for i in inner.inputs:
+                if i != y and depends[i] and y not in self.ancestors(i) | {i}:
+                    yield f"{node.describe()}: {inner.describe()} mixes in {i!r}, which depends on x"
+
+    def proxy_path(self, a: str, y: str) -> list[str]:
+        """Nodes on paths from y to a (a included, y not), in topological order."""
+        between = (nx.descendants(self._dag, y) & self.ancestors(a)) | {a}
+        return [n.name for n in self if n.name in between]
+
+    def _shapes(self) -> dict[str, _Shape]:
+        shapes: dict[str, _Shape] = {}
+        for node in self:
+            if node.op == "input":
+                shapes[node.name] = _FULL
+            elif node.op == "param":
+                shapes[node.name] = _CHANNEL
+            elif node.is_leaf:
+                shapes[node.name] = _SCALAR
+            else:
+                shapes[node.name] = _op_shape(node.primitive, [shapes[i] for i in node.inputs])
+        return shapes
+
+    def _depends_on_input(self) -> dict[str, bool]:
+        depends: dict[str, bool] = {}
+        for node in self:
+            depends[node.name] = node.op == "input" or any(depends[i] for i in node.inputs)
+            if not node.is_leaf and node.primitive.kind is Kind.PROXY:
+                depends[node.name] = False  # a proxy moment is a per-channel function of parameters
+        return depends
+
+    # ---- identity and text --------------------------------------------------------------------
+
+    def structural_hash(self) -> str:
+        """Canonical hash: equal for isomorphic graphs, commutative operands in either order.
+
+        Built from each node's op, attributes and its inputs' keys (sorted for commutative ops), so
+        node names and the order of equivalent operands do not matter; vector names and initial
+        values, the resolved hyperparameters and the final affine do.
+        """
+        if self.output is None:
+            raise GraphError("graph has no output")
+        keys: dict[str, str] = {}
+        for node in self:
+            keys[node.name] = _digest(_node_key(node, keys))
+        header = repr((sorted(self.resolved_hyperparameters().items()), self.final_affine))
+        return _digest(header + keys[self.output])
+
+    def formula(self) -> str:
+        """The output as one readable expression, e.g. ``x / max(batch_std(x), v1 * x + ...)``."""
+        if self.output is None:
+            raise GraphError("graph has no output")
+        texts: dict[str, tuple[str, int]] = {}
+        for node in self:
+            texts[node.name] = _render(node, texts)
+        return texts[self.output][0]
+
+    def __repr__(self) -> str:
+        out = self.formula() if self.output else "<no output>"
+        return f"LayerGraph({self.name!r}, {out!r}, final_affine={self.final_affine})"
+
+
+def _op_shape(prim: Primitive, inputs: list[_Shape]) -> _Shape:
+    if prim.kind is Kind.ELEMENTWISE:
+        shape = _SCALAR
+        for s in inputs:
+            shape = shape | s
+        return shape
+    (arg, *_) = inputs
+    if prim.kind in (Kind.BATCH_MOMENT, Kind.MOVING, Kind.PROXY):
+        return _CHANNEL
+    if prim.axes == "layer":
+        return _Shape(arg.n, False, False)
+    if prim.axes == "instance":
+        return _Shape(arg.n, arg.c, False)
+    return arg  # group moments are broadcast back to their input's shape
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _node_key(node: Node, keys: dict[str, str]) -> str:
+    if node.op == "input":
+        return "input"
+    if node.op == "param":
+        return f"param:{node.name}:{node.attr('init')!r}"
+    if node.op == "const":
+        return f"const:{node.attr('value')!r}"
+    if node.op == "hyper":
+        return f"hyper:{node.name}"
+    children = [keys[i] for i in node.inputs]
+    if node.primitive.commutative:
+        children.sort()
+    return repr((node.op, node.attrs, children))
+
+
+# Formula rendering: infix for arithmetic, calls for the rest. Precedence as in Python.
+_INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2), "div": ("/", 2)}
+_ATOM, _UNARY = 4, 3
+
+
+def format_number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _render(node: Node, texts: dict[str, tuple[str, int]]) -> tuple[str, int]:
+    if node.op == "const":
+        text = format_number(node.attr("value"))
+        return text, (_UNARY if text.startswith("-") else _ATOM)
+    if node.is_leaf:
+        return node.name, _ATOM
+    args = [texts[i] for i in node.inputs]
+    if node.op in _INFIX:
+        symbol, prec = _INFIX[node.op]
+        (lt, lp), (rt, rp) = args
+        left = lt if lp >= prec else f"({lt})"
+        right = rt if rp > prec else f"({rt})"
+        return f"{left} {symbol} {right}", prec
+    if node.op == "neg":
+        ((t, p),) = args
+        return f"-{t}" if p >= _ATOM else f"-({t})", _UNARY
+    call_args = [t for t, _ in args] + [f"{k}={format_number(float(v))}" for k, v in node.attrs]
+    return f"{node.op}({', '.join(call_args)})", _ATOM

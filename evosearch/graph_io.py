@@ -1,0 +1,246 @@
+"""The graph file format (YAML, versioned). Loading never executes code: ``yaml.safe_load`` only.
+
+::
+
+    evosearch_graph: 1
+    name: evonorm_b0
+    formula: x / max(batch_std(x), v * x + instance_std(x))
+    final_affine: true
+    hyperparameters: {eps: 0.001, momentum: 0.1}
+    vectors: {v: 1.0}
+    nodes:
+    - {name: batch_std, op: batch_std, inputs: [x]}
+    - ...
+    output: div
+
+``nodes`` is the graph; ``formula`` is written for people. A hand-written file may give only the
+formula; when a file gives both, they must describe the same graph. Node inputs name ``x``, a vector,
+a hyperparameter or another node, or are numbers (constants). ``attrs`` (e.g. ``{groups: 8}``) is
+optional.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import yaml
+
+from evosearch.errors import EvosearchError, FormulaError, GraphError
+from evosearch.formula import parse_formula
+from evosearch.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
+
+FORMAT_KEY = "evosearch_graph"
+FORMAT_VERSION = 1
+_TOP_KEYS = {
+    FORMAT_KEY,
+    "name",
+    "formula",
+    "final_affine",
+    "hyperparameters",
+    "vectors",
+    "nodes",
+    "output",
+}
+_NODE_KEYS = {"name", "op", "inputs", "attrs"}
+
+
+def graph_to_dict(graph: LayerGraph) -> dict[str, Any]:
+    graph.validate()
+    nodes = []
+    for node in graph.op_nodes:
+        inputs = [_input_ref(graph, i) for i in node.inputs]
+        entry: dict[str, Any] = {"name": node.name, "op": node.op, "inputs": inputs}
+        if node.attrs:
+            entry["attrs"] = dict(node.attrs)
+        nodes.append(entry)
+    return {
+        FORMAT_KEY: FORMAT_VERSION,
+        "name": graph.name,
+        "formula": graph.formula(),
+        "final_affine": graph.final_affine,
+        "hyperparameters": graph.resolved_hyperparameters(),
+        "vectors": graph.vectors,
+        "nodes": nodes,
+        "output": _input_ref(graph, graph.output),
+    }
+
+
+def _input_ref(graph: LayerGraph, name: str) -> str | float:
+    node = graph.node(name)
+    return node.attr("value") if node.op == "const" else name
+
+
+def dump_graph(graph: LayerGraph) -> str:
+    return yaml.safe_dump(graph_to_dict(graph), sort_keys=False, default_flow_style=None, width=100)
+
+
+def save_graph(graph: LayerGraph, path: str | os.PathLike) -> Path:
+    return atomic_write_text(path, dump_graph(graph))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write through a temporary file and ``os.replace``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_graph(path: str | os.PathLike) -> LayerGraph:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvosearchError(f"cannot read graph file {path}: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise GraphError(f"{path}: malformed YAML: {_one_line(e)}") from None
+    try:
+        return graph_from_dict(data)
+    except EvosearchError as e:
+        raise type(e)(f"{path}: {e}") from None
+
+
+def graph_from_dict(data: Any) -> LayerGraph:
+    if not isinstance(data, dict):
+        raise GraphError("a graph file must be a mapping with an 'evosearch_graph' version key")
+    version = data.get(FORMAT_KEY)
+    if version is None:
+        raise GraphError(f"missing '{FORMAT_KEY}: {FORMAT_VERSION}' (the format version)")
+    if version != FORMAT_VERSION:
+        raise GraphError(
+            f"graph format version {version!r} is not supported (this evosearch reads {FORMAT_VERSION})"
+        )
+    _check_keys(data, _TOP_KEYS, "graph file")
+    name = _typed(data, "name", str, "layer")
+    final_affine = _typed(data, "final_affine", bool, False)
+    hyperparameters = _typed(data, "hyperparameters", dict, {})
+    vectors = _typed(data, "vectors", dict, {})
+    for key, init in vectors.items():
+        if not isinstance(init, (int, float)) or isinstance(init, bool):
+            raise GraphError(f"vector {key!r}: initial value must be a number, got {init!r}")
+    formula = data.get("formula")
+    if "nodes" not in data:
+        if not isinstance(formula, str):
+            raise GraphError("a graph file needs 'nodes' and 'output', or a 'formula'")
+        return parse_formula(
+            formula,
+            name=name,
+            vectors=vectors,
+            hyperparameters=hyperparameters,
+            final_affine=final_affine,
+        )
+    graph = LayerGraph(name, dict(hyperparameters), final_affine)
+    for key, init in vectors.items():
+        graph.param(key, init)
+    _add_nodes(graph, _typed(data, "nodes", list, []))
+    output = data.get("output")
+    graph.set_output(_resolve(graph, output) if output is not None else _missing("output"))
+    graph.validate()
+    if isinstance(formula, str):
+        _check_formula_agrees(graph, formula, vectors)
+    return graph
+
+
+def _add_nodes(graph: LayerGraph, specs: list) -> None:
+    """Add node specs in dependency order; a cycle or a dangling reference is an error."""
+    by_name: dict[str, dict] = {}
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            raise GraphError(f"node #{i + 1} must be a mapping with name, op and inputs")
+        _check_keys(spec, _NODE_KEYS, f"node #{i + 1}")
+        name = spec.get("name")
+        if not isinstance(name, str) or name in by_name:
+            raise GraphError(f"node #{i + 1}: missing or duplicate name {name!r}")
+        if not isinstance(spec.get("op"), str):
+            raise GraphError(f"node {name!r}: missing op")
+        if not isinstance(spec.get("inputs", []), list):
+            raise GraphError(f"node {name!r}: inputs must be a list")
+        by_name[name] = spec
+    deps = nx.DiGraph()
+    order = {name: i for i, name in enumerate(by_name)}
+    deps.add_nodes_from(by_name)
+    for name, spec in by_name.items():
+        deps.add_edges_from((i, name) for i in spec.get("inputs", []) if isinstance(i, str) and i in by_name)
+    try:
+        cycle = nx.find_cycle(deps)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
+        raise GraphError(f"the graph has a cycle: {path}")
+    for name in nx.lexicographical_topological_sort(deps, key=order.__getitem__):
+        spec = by_name[name]
+        inputs = [_resolve(graph, i, context=name) for i in spec.get("inputs", [])]
+        attrs = spec.get("attrs") or {}
+        if not isinstance(attrs, dict):
+            raise GraphError(f"node {name!r}: attrs must be a mapping")
+        graph.add(spec["op"], *inputs, name=name, **attrs)
+
+
+def _resolve(graph: LayerGraph, ref: Any, context: str = "output") -> str:
+    if isinstance(ref, (int, float)) and not isinstance(ref, bool):
+        return graph.const(ref)
+    if not isinstance(ref, str):
+        raise GraphError(f"node {context!r}: input {ref!r} must be a name or a number")
+    if ref in graph:
+        return ref
+    if ref in graph.hyperparameters or ref in DEFAULT_HYPERPARAMETERS:
+        return graph.hyper(ref)
+    known = ", ".join([INPUT, *graph.vectors])
+    raise GraphError(f"node {context!r}: input {ref!r} is not defined ({known}, or a node name)")
+
+
+def _check_formula_agrees(graph: LayerGraph, formula: str, vectors: dict) -> None:
+    try:
+        other = parse_formula(
+            formula,
+            name=graph.name,
+            vectors=vectors,
+            hyperparameters=graph.hyperparameters,
+            final_affine=graph.final_affine,
+        )
+    except FormulaError as e:
+        raise GraphError(f"field 'formula' does not parse: {e}") from None
+    if other.structural_hash() != graph.structural_hash():
+        raise GraphError(
+            f"'formula' and 'nodes' describe different graphs (nodes give {graph.formula()!r}); "
+            "fix one or delete 'formula'"
+        )
+
+
+def _check_keys(data: dict, valid: set[str], where: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in valid)
+    if unknown:
+        raise GraphError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
+        )
+
+
+def _typed(data: dict, key: str, kind: type, default: Any) -> Any:
+    value = data.get(key, default)
+    if not isinstance(value, kind):
+        raise GraphError(f"{key!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _missing(key: str):
+    raise GraphError(f"missing {key!r}")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
