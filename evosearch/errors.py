@@ -15,3 +15,7 @@ class FormulaError(EvosearchError):
 
 class SourceError(EvosearchError):
     """A SOURCE argument is neither a seed name, a graph file, nor a formula."""
+
+
+class DatasetError(EvosearchError):
+    """A dataset is missing or malformed: the message says what was expected where and how to get it."""

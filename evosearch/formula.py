@@ -37,7 +37,9 @@ def parse_formula(
         raise FormulaError(f"formula longer than {MAX_FORMULA_CHARS} characters")
     try:
         tree = ast.parse(text.strip(), mode="exec")
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+    except (RecursionError, MemoryError):  # the parser's stack: MemoryError() carries no message
+        raise FormulaError("cannot parse formula: nested too deeply") from None
+    except (SyntaxError, ValueError) as e:
         raise FormulaError(f"cannot parse formula: {getattr(e, 'msg', e)}") from None
     graph = LayerGraph(name, dict(hyperparameters or {}), final_affine)
     parser = _Parser(graph, dict(EVONORM_VECTORS if vectors is None else vectors), text)

@@ -43,7 +43,9 @@ AFFINE_NAMES = ("weight", "bias")  # the final affine's parameters
 # and methods, Python's keywords and builtins, or names the generated code uses itself.
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 RESERVED_NAMES = frozenset(
-    {INPUT, "self", "torch", "nn", "math", "shape", "num_features"}
+    # training: nn.Module's instance flag; graph, code, reset_parameters: the generated class's own.
+    {INPUT, "self", "torch", "nn", "math", "shape", "num_features", "training", "graph", "code"}
+    | {"reset_parameters"}
     | set(dir(nn.Module))
     | set(dir(builtins))
     | set(keyword.kwlist)
@@ -58,6 +60,15 @@ def check_identifier(name: Any, what: str, reserved: Iterable[str] = RESERVED_NA
     if name in reserved or name.startswith("running_"):
         raise GraphError(f"{what} {name!r} is a reserved name")
     return name
+
+
+def _usable_node_name(name: str | None) -> bool:
+    """Whether a name hint (``mu = ...`` in a formula) is a node name a graph file can load back."""
+    try:
+        check_identifier(name, "node", reserved=())
+    except GraphError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,8 @@ class LayerGraph:
     def param(self, name: str, init: float) -> str:
         """A per-channel trainable vector, initialised to ``init`` (EvoNorm: v0 = 0, v1 = 1)."""
         check_identifier(name, "vector")
+        if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
+            raise GraphError(f"vector {name!r}: initial value must be a finite number, got {init!r}")
         if name in self._nodes:
             node = self._nodes[name]
             if node.op != "param" or node.attr("init") != float(init):
@@ -150,7 +163,7 @@ class LayerGraph:
         return self._insert(Node(name, "param", attrs=(("init", float(init)),)))
 
     def const(self, value: float) -> str:
-        value = float(value)
+        value = float(value) + 0.0  # -0.0 -> 0.0: it renders as "0" and hashes as 0.0
         if not math.isfinite(value):
             raise GraphError(f"constant {value!r} is not finite")
         key = ("const", (), (("value", value),))
@@ -205,7 +218,7 @@ class LayerGraph:
         else:
             check_identifier(name, "node", reserved=())
         if name is None:
-            name = hint if hint and hint not in self._nodes else self._fresh_name(op)
+            name = hint if _usable_node_name(hint) and hint not in self._nodes else self._fresh_name(op)
         return self._insert(Node(name, op, tuple(inputs), node_attrs))
 
     def set_output(self, name: str) -> None:
@@ -322,6 +335,16 @@ class LayerGraph:
         return self
 
     def _hyperparameter_problems(self) -> Iterator[str]:
+        # Hyperparameter names become constructor arguments and attributes of the generated class.
+        taken = {*self.vectors, *(AFFINE_NAMES if self.final_affine else ())}
+        for key in self.resolved_hyperparameters():
+            try:
+                check_identifier(key, "hyperparameter")
+            except GraphError as e:
+                yield str(e)
+                continue
+            if key in taken:
+                yield f"hyperparameter {key!r} clashes with the vector of the same name"
         for key, value in self.hyperparameters.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 yield f"hyperparameter {key!r} must be a finite number, got {value!r}"
@@ -430,9 +453,7 @@ def _op_shape(prim: Primitive, inputs: list[_Shape]) -> _Shape:
         return _CHANNEL
     if prim.axes == "layer":
         return _Shape(arg.n, False, False)
-    if prim.axes == "instance":
-        return _Shape(arg.n, arg.c, False)
-    return arg  # group moments are broadcast back to their input's shape
+    return _Shape(arg.n, arg.c, False)  # group moments: per sample and channel, broadcast over space
 
 
 def _digest(text: str) -> str:
@@ -478,6 +499,8 @@ def _render(node: Node, texts: dict[str, tuple[str, int]]) -> tuple[str, int]:
         return f"{left} {symbol} {right}", prec
     if node.op == "neg":
         ((t, p),) = args
+        if t[:1].isdigit():  # "-2" would read back as the constant -2, not neg(2)
+            return f"neg({t})", _ATOM
         return f"-{t}" if p >= _ATOM else f"-({t})", _UNARY
     call_args = [t for t, _ in args] + [f"{k}={format_number(float(v))}" for k, v in node.attrs]
     return f"{node.op}({', '.join(call_args)})", _ATOM

@@ -121,7 +121,7 @@ def graph_from_dict(data: Any) -> LayerGraph:
     version = data.get(FORMAT_KEY)
     if version is None:
         raise GraphError(f"missing '{FORMAT_KEY}: {FORMAT_VERSION}' (the format version)")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or isinstance(version, bool):  # true == 1 in Python
         raise GraphError(
             f"graph format version {version!r} is not supported (this evosearch reads {FORMAT_VERSION})"
         )

@@ -13,6 +13,9 @@ import torch
 
 # Numerical guards of the element-wise ops (documented per op in ``primitives.registry``).
 DIV_EPS = 1e-6
+# eps of std and rms is floored here, so every std / rms is at least sqrt(MIN_EPS) = DIV_EPS and a
+# division by one needs no guard (the code generator relies on it).
+MIN_EPS = DIV_EPS**2
 SQRT_EPS = 1e-6
 EXP_MAX = 10.0
 
@@ -52,6 +55,7 @@ def as_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def reduce_moment(x: torch.Tensor, dims: tuple[int, ...], statistic: str, eps: float):
     """A moment of x over dims, in float32, keepdim. Biased variance; eps inside the root."""
     xf = x.float()
+    eps = max(eps, MIN_EPS)
     if statistic == "mean":
         return xf.mean(dims, keepdim=True)
     if statistic == "var":
@@ -84,12 +88,56 @@ def resolve_groups(channels: int, groups: int) -> int:
 
 
 def group_moment(x: torch.Tensor, statistic: str, eps: float, groups: int) -> torch.Tensor:
-    """Moment per sample and group of channels over (C/G, H, W), broadcast back to x's shape."""
+    """Moment per sample and group of channels over (C/G, H, W), shape (N, C, 1, ...).
+
+    Kept reduced over space (not expanded to x's shape): it broadcasts where it is used.
+    """
     n, c = x.shape[0], x.shape[1]
     g = resolve_groups(c, groups)
-    grouped = x.reshape(n, g, c // g, *x.shape[2:])
-    moment = reduce_moment(grouped, tuple(range(2, grouped.dim())), statistic, eps)
-    return moment.expand(grouped.shape).reshape(x.shape).to(x.dtype)
+    grouped = x.reshape(n, g, c // g, -1)
+    moment = reduce_moment(grouped, (2, 3), statistic, eps)
+    moment = moment.expand(n, g, c // g, 1).reshape((n, c) + (1,) * (x.dim() - 2))
+    return moment.to(x.dtype)
+
+
+def batch_normalize(x, running_mean, running_var, weight, bias, training: bool, momentum: float, eps: float):
+    """weight * (x - batch_mean(x)) / batch_std(x) + bias in one fused kernel (weight, bias: per-channel
+    or None), updating the running estimates (unbiased variance, PyTorch's momentum) in training.
+
+    Computed in the running estimates' dtype (float32 unless the module was converted)."""
+    dtype = running_mean.dtype
+    out = torch.nn.functional.batch_norm(
+        x.to(dtype),
+        running_mean,
+        running_var,
+        cast_or_none(weight, dtype),
+        cast_or_none(bias, dtype),
+        training,
+        momentum,
+        max(eps, MIN_EPS),
+    )
+    return out.to(x.dtype)
+
+
+def group_normalize(x: torch.Tensor, groups: int | None, weight, bias, eps: float) -> torch.Tensor:
+    """weight * (x - group_mean(x)) / group_std(x) + bias in one fused kernel (layer: G = 1; instance:
+    groups=None, G = C); weight and bias per-channel or None. Float32 at least."""
+    if groups is None:
+        if x.dim() < 3:
+            raise ValueError(f"instance moments need spatial dims (N, C, H, W); got shape {tuple(x.shape)}")
+        groups = x.shape[1]
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    if weight is not None:
+        dtype = torch.promote_types(dtype, weight.dtype)
+    groups = resolve_groups(x.shape[1], groups)
+    out = torch.nn.functional.group_norm(
+        x.to(dtype), groups, cast_or_none(weight, dtype), cast_or_none(bias, dtype), max(eps, MIN_EPS)
+    )
+    return out.to(x.dtype)
+
+
+def cast_or_none(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if t is None else t.to(dtype)
 
 
 def channel_statistic(x: torch.Tensor, base: str) -> torch.Tensor:
@@ -111,7 +159,7 @@ def channel_statistic(x: torch.Tensor, base: str) -> torch.Tensor:
 def channel_moment(stat: torch.Tensor, statistic: str, eps: float, x: torch.Tensor):
     """The value of a batch moment op from its tracked per-channel statistic."""
     if statistic in ("std", "rms"):
-        stat = stat.float().add(eps).sqrt()
+        stat = stat.float().add(max(eps, MIN_EPS)).sqrt()
     return as_channel(stat, x)
 
 
