@@ -229,7 +229,12 @@ class LayerGraph:
     # ---- access -------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Node]:
-        return iter(self._nodes.values())
+        """Nodes in a canonical topological order: x, vectors by name, constants by value,
+        hyperparameters by name, then op nodes as added. A graph and its reload from a file
+        iterate alike, so whatever walks a graph (codegen, mutation) sees the same sequence."""
+        nodes = self._nodes.values()
+        leaves = sorted((n for n in nodes if n.is_leaf), key=_leaf_order)
+        return iter([*leaves, *(n for n in nodes if not n.is_leaf)])
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -261,8 +266,9 @@ class LayerGraph:
         return nx.ancestors(self._dag, name)
 
     def resolved_hyperparameters(self) -> dict[str, float | int]:
-        """The hyperparameters of the layer: those declared, plus defaults for what the ops need."""
-        needed = set()
+        """The hyperparameters the layer uses: those its ops need and those read as values, with the
+        declared value or the default. Declared but unused ones drop out (they change nothing)."""
+        needed = {n.name for n in self if n.op == "hyper"}
         for n in self.op_nodes:
             prim = n.primitive
             if prim.kind is not Kind.ELEMENTWISE:
@@ -273,8 +279,8 @@ class LayerGraph:
                 needed.add("groups")
             if prim.kind is Kind.PROXY:
                 needed.add("proxy_samples")
-        out = {k: DEFAULT_HYPERPARAMETERS[k] for k in sorted(needed)}
-        out.update(self.hyperparameters)
+        out = {k: v for k, v in self.hyperparameters.items() if k in needed}
+        out.update({k: DEFAULT_HYPERPARAMETERS[k] for k in sorted(needed - set(out))})
         return out
 
     def copy(self) -> LayerGraph:
@@ -337,7 +343,7 @@ class LayerGraph:
     def _hyperparameter_problems(self) -> Iterator[str]:
         # Hyperparameter names become constructor arguments and attributes of the generated class.
         taken = {*self.vectors, *(AFFINE_NAMES if self.final_affine else ())}
-        for key in self.resolved_hyperparameters():
+        for key in {**self.hyperparameters, **self.resolved_hyperparameters()}:
             try:
                 check_identifier(key, "hyperparameter")
             except GraphError as e:
@@ -440,6 +446,13 @@ class LayerGraph:
     def __repr__(self) -> str:
         out = self.formula() if self.output else "<no output>"
         return f"LayerGraph({self.name!r}, {out!r}, final_affine={self.final_affine})"
+
+
+_LEAF_RANK = {op: rank for rank, op in enumerate(LEAF_OPS)}
+
+
+def _leaf_order(node: Node) -> tuple:
+    return (_LEAF_RANK[node.op], node.attr("value", 0.0), node.name)
 
 
 def _op_shape(prim: Primitive, inputs: list[_Shape]) -> _Shape:
