@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from evosearch import __version__
-from evosearch.commands import layers
+from evosearch.commands import data, layers, probe, train
 from evosearch.errors import EvosearchError
 
-COMMAND_GROUPS = (layers,)
+COMMAND_GROUPS = (layers, data, probe, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

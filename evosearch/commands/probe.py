@@ -1,0 +1,76 @@
+"""``probe``: at-initialization probes of layers, with a pass / reject verdict and its reasons."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evosearch.commands.layers import SOURCE_HELP
+from evosearch.config import load_config
+from evosearch.output import emit
+from evosearch.probes import PROBES, ProbeConfig, probe_layer
+from evosearch.sources import resolve_source, source_label
+
+# The table shows the scalar metrics; --json has them all (the gradient profile too).
+TABLE_METRICS = (
+    "activation_growth",
+    "cosine_similarity",
+    "stable_rank",
+    "gradient_ratio",
+    "stability",
+    "output_scale",
+    "dead_fraction",
+    "fingerprint",
+)
+
+
+@dataclass
+class ProbeCommandConfig:
+    """What ``probe`` reads from ``--config`` and ``--set``: the ``probes`` section (``probes.seed=1``)."""
+
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("probe", help="probe layers at initialization: pass or reject, with the reasons")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--config", type=Path, help="a YAML file with a 'probes:' section")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a configuration key, e.g. probes.batch_size=8 (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=probe)
+
+
+def probe(args: argparse.Namespace) -> int:
+    config = load_config(ProbeCommandConfig, args.config, args.overrides).probes
+    graphs = [(source, resolve_source(source)) for source in args.sources]  # bad input fails first
+    records = [{"source": source, **probe_layer(graph, config).to_json()} for source, graph in graphs]
+    if args.json:
+        emit(records, as_json=True)
+    else:
+        emit([_row(r) for r in records], as_json=False, columns=_columns(config))
+    return 0
+
+
+def _columns(config: ProbeConfig) -> list[str]:
+    """The table's columns: the enabled probes' scalar metrics between the verdict and the reasons."""
+    enabled = {m for p in config.enabled for m in PROBES[p]}
+    return ["source", "passed", *(m for m in TABLE_METRICS if m in enabled), "seconds", "reasons"]
+
+
+def _row(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **record["metrics"],
+        "source": source_label(record["source"]),
+        "passed": record["passed"],
+        "seconds": record["seconds"],
+        "reasons": "; ".join(record["reasons"]),
+    }

@@ -1,0 +1,49 @@
+"""``train``: train one layer on one proxy task and print the result record."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from evosearch.commands.layers import SOURCE_HELP
+from evosearch.output import emit, format_value
+from evosearch.sources import resolve_source
+from evosearch.tasks.tasks import DEFAULT_TASK, load_task, task_names
+from evosearch.tasks.train import resolve_device, train_candidate
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="train one layer on a proxy task: accuracy, loss curve, speed")
+    p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument(
+        "--task",
+        default=DEFAULT_TASK,
+        help=f"a task name ({', '.join(task_names())}) or a task .yaml file (default {DEFAULT_TASK})",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a task key, e.g. train.steps=50, model.depth=14, dataset.train_size=1000 (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=train)
+
+
+def train(args: argparse.Namespace) -> int:
+    task = load_task(args.task, args.overrides)
+    graph = resolve_source(args.source)
+    device = resolve_device(task.train.device)
+    print(f"training {graph.name} on {task.name} ({task.train.steps} steps, {device})", file=sys.stderr)
+    record = train_candidate(graph, task).to_json()
+    emit(record if args.json else _readable(record), as_json=args.json)
+    return 0
+
+
+def _readable(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its loss curve on one line, ``step:loss`` pairs."""
+    curve = " ".join(f"{step}:{format_value(loss)}" for step, loss in record["loss_curve"])
+    return {**record, "loss_curve": curve}

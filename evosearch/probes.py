@@ -1,0 +1,472 @@
+"""At-initialization probes: cheap numbers that reject unstable candidate layers before any training.
+
+A candidate fills every norm-act slot of two small networks at random (Kaiming-normal) initialization,
+a pre-activation CIFAR ResNet and a plain CNN, which see one batch of the task's images; it is also run
+alone on fixed random tensors. The probes follow "Beyond BatchNorm" (Lubana et al. 2021), EvoNorm's
+stability rejection (Liu et al. 2020) and AutoML-Zero's functional equivalence check (Real et al. 2020):
+
+``activation_growth`` (ResNet)
+    Mean per-channel variance of the residual stream after the last block over that after the first.
+    Without normalization it grows exponentially with depth (finding i).
+``cosine_similarity``, ``stable_rank`` (plain CNN)
+    The final features (output of the last slot) of the N samples, flattened and unit-normalized, are
+    the rows of A; M = A·Aᵀ. ``cosine_similarity`` is the mean off-diagonal entry of M, ``stable_rank``
+    is trace(M) / ‖M‖₂ (1 to N). Large groups make samples alike (finding ii).
+``gradient_ratio``, ``gradient_profile`` (plain CNN)
+    Frobenius norm of the cross-entropy gradient w.r.t. each conv output; the ratio first / last, and
+    every layer's norm over the last's, input to output. Small groups explode early gradients
+    (finding iii).
+health (both networks; the scale and dead units on the plain CNN's final features)
+    ``nonfinite_outputs`` / ``nonfinite_gradients``: a NaN or Inf in any slot's output or the logits,
+    or in a gradient w.r.t. a conv output. ``dead_fraction``: fraction of final feature units (channel,
+    position) constant across the batch. ``output_scale``: RMS of the final features.
+``stability`` (layer alone)
+    EvoNorm's worst-case gradient norm; see :func:`stability`.
+``fingerprint`` (layer alone)
+    A hash of the layer's outputs on a fixed input; see :func:`fingerprint`.
+
+:func:`probe_layer` runs the enabled probes and turns them into a verdict with :class:`Thresholds`. It
+never raises: a compile error, a numerical failure or the time limit is a reject with its reason.
+Every random draw comes from a local generator seeded from the config, so the numbers are reproducible
+to the bit for the same config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from evosearch.codegen import compile_layer
+from evosearch.graph import LayerGraph
+from evosearch.tasks.generated import generate_images
+from evosearch.tasks.models import cifar_resnet, kaiming_init, plain_cnn
+
+# Probe names (what ``ProbeConfig.enabled`` lists) and the metrics each one reports.
+PROBES: dict[str, tuple[str, ...]] = {
+    "activation_growth": ("activation_growth",),
+    "cosine_similarity": ("cosine_similarity",),
+    "stable_rank": ("stable_rank",),
+    "gradient_ratio": ("gradient_ratio", "gradient_profile"),
+    "health": ("nonfinite_outputs", "nonfinite_gradients", "dead_fraction", "output_scale"),
+    "stability": ("stability",),
+    "fingerprint": ("fingerprint",),
+}
+_RESNET_PROBES = {"activation_growth", "health"}
+_PLAIN_PROBES = {"cosine_similarity", "stable_rank", "gradient_ratio", "health"}
+
+# The fingerprint input is fixed for good, not configurable: fingerprints stay comparable across runs.
+FINGERPRINT_SHAPE = (4, 64, 4, 4)  # 64 channels: group moments (32 groups) differ from instance ones
+FINGERPRINT_SEED = 20200306  # AutoML-Zero's arXiv date
+FINGERPRINT_DIGITS = 4
+STABILITY_SHAPE = (8, 16, 8, 8)
+_SMALLEST = {"batch_size": 2, "image_size": 8, "plain_depth": 1, "plain_width": 1, "resnet_width": 1}
+
+Metric = float | list[float] | str | bool
+
+
+@dataclass
+class Thresholds:
+    """Bounds that turn metrics into a verdict: ``max_<metric>`` rejects values above, ``min_<metric>``
+    values below, and NaN always (unless a NaN or Inf in the networks already explains it); ``.inf``
+    switches a bound off. Calibrated so that every seed passes with a margin; docs/probes.md lists
+    the seeds' values and what each bound rejects."""
+
+    max_activation_growth: float = 1000.0
+    max_cosine_similarity: float = 0.99
+    min_stable_rank: float = 1.01
+    min_gradient_ratio: float = 0.01
+    max_gradient_ratio: float = 1000.0
+    max_dead_fraction: float = 0.9
+    min_output_scale: float = 0.01
+    max_output_scale: float = 100.0
+    max_stability: float = 10.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if math.isnan(getattr(self, f.name)):  # NaN would silently disable the check; .inf does so openly
+                raise ValueError(f"threshold {f.name} must be a number, not NaN")
+
+
+@dataclass
+class ProbeConfig:
+    """The ``probes`` section of a configuration: which probes run, on what, and the thresholds.
+
+    Defaults are chosen to keep a probe under a second on two CPU cores while reproducing the three
+    findings of Lubana et al. (ResNet-56 as in the paper, at width 8; a 20-layer plain CNN).
+    """
+
+    enabled: list[str] = field(default_factory=lambda: list(PROBES))
+    batch_size: int = 16  # the default batch: images of the built-in generated dataset
+    image_size: int = 16
+    seed: int = 0
+    resnet_depth: int = 56
+    resnet_width: int = 8
+    plain_depth: int = 20
+    plain_width: int = 16
+    stability_steps: int = 5
+    stability_radius: float = 0.1
+    time_limit: float = 5.0  # seconds per candidate, checked before every slot and between probes
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.enabled if p not in PROBES]
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise ValueError(f"enabled lists unknown probe {names}; valid probes: {', '.join(PROBES)}")
+        for name, smallest in _SMALLEST.items():
+            if getattr(self, name) < smallest:
+                raise ValueError(f"{name} must be at least {smallest}, got {getattr(self, name)}")
+        if self.resnet_depth < 8 or (self.resnet_depth - 2) % 6:
+            raise ValueError(f"resnet_depth must be 6n + 2 (8, 14, 20, …, 56), got {self.resnet_depth}")
+        if self.stability_steps < 0 or not self.stability_radius >= 0 or not self.time_limit > 0:
+            raise ValueError("stability_steps and stability_radius must be >= 0, time_limit > 0")
+
+
+@dataclass
+class ProbeResult:
+    """The verdict on one layer: ``reasons`` name each failed check as ``"<metric or cause>: detail"``."""
+
+    passed: bool
+    reasons: list[str]
+    metrics: dict[str, Metric]
+    seconds: float
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _Timeout(Exception):
+    """Raised inside probing when the time limit has passed."""
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    at: float
+
+    def check(self, *_hook_args) -> None:
+        """Also a forward pre-hook: called before every slot runs."""
+        if time.perf_counter() > self.at:
+            raise _Timeout
+
+
+def probe_layer(
+    graph: LayerGraph,
+    config: ProbeConfig | None = None,
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> ProbeResult:
+    """Probe a layer at initialization and judge it. Never raises on a bad layer: a failure of any
+    kind (compilation, an exception, the time limit) is a reject with the reason named.
+
+    ``batch`` is the task's own data, (N×3×H×W images, uint8 or float; int64 labels); by default
+    ``config.batch_size`` images of the built-in generated dataset at ``config.image_size``.
+    """
+    config = config or ProbeConfig()
+    start = time.perf_counter()
+    deadline = _Deadline(start + config.time_limit)
+    metrics: dict[str, Metric] = {}
+    try:
+        images, labels = default_batch(config) if batch is None else (standardize(batch[0]), batch[1])
+        run = _Run(compile_layer(graph), config, deadline, images, labels)
+        for step in _steps(config.enabled):
+            deadline.check()
+            _merge(metrics, step(run), config.enabled)
+        reasons = verdict(metrics, config.thresholds)
+    except _Timeout:
+        reasons = [f"timeout: probing took longer than the {config.time_limit:g} s limit"]
+    except Exception as e:  # any failure of a candidate is a reject, never a crash of the search
+        reasons = [f"error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"]
+    return ProbeResult(not reasons, reasons, metrics, time.perf_counter() - start)
+
+
+def verdict(metrics: dict[str, Metric], thresholds: Thresholds) -> list[str]:
+    """The reasons to reject, in threshold order; empty means pass. Missing metrics are not judged."""
+    reasons = [
+        f"{name}: NaN or Inf in the networks' {name.split('_')[1]}"
+        for name in ("nonfinite_outputs", "nonfinite_gradients")
+        if metrics.get(name)
+    ]
+    nonfinite = bool(reasons)
+    for f in dataclasses.fields(thresholds):
+        bound, _, metric = f.name.partition("_")
+        value, limit = metrics.get(metric), getattr(thresholds, f.name)
+        if not isinstance(value, float):
+            continue
+        if math.isnan(value):
+            if not nonfinite and f"{metric}: not a number" not in reasons:
+                reasons.append(f"{metric}: not a number")
+        elif (value > limit) if bound == "max" else (value < limit):
+            reasons.append(f"{metric}: {value:.3g} {'>' if bound == 'max' else '<'} {f.name} {limit:g}")
+    return reasons
+
+
+@functools.lru_cache(maxsize=4)
+def _generated_batch(count: int, seed: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = generate_images(count, seed, size=size)
+    return standardize(images), labels
+
+
+def default_batch(config: ProbeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probe's default images (standardized) and labels: the generated dataset, seeded by the config."""
+    return _generated_batch(config.batch_size, config.seed, config.image_size)
+
+
+def standardize(images: torch.Tensor) -> torch.Tensor:
+    """Images on the 0..1 scale (uint8 ones divided by 255), standardized per channel over the batch."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    return (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True).clamp_min(1e-3)
+
+
+class _Timeout(Exception):
+    """Raised inside probing when the time limit has passed."""
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    at: float
+
+    def check(self, *_hook_args) -> None:
+        """Also a forward pre-hook: called before every slot runs."""
+        if time.perf_counter() > self.at:
+            raise _Timeout
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every probe of one candidate shares."""
+
+    layer_class: type[nn.Module]
+    config: ProbeConfig
+    deadline: _Deadline
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def slot(self, num_features: int) -> nn.Module:
+        """The norm-act factory: a fresh candidate layer that checks the deadline before each call."""
+        layer = self.layer_class(num_features)
+        layer.register_forward_pre_hook(self.deadline.check)
+        return layer
+
+    def generator(self, stream: int) -> torch.Generator:
+        """An independent generator per use (each network, stability), all from ``config.seed``."""
+        return torch.Generator().manual_seed(self.config.seed * 1_000_003 + stream)
+
+
+def _steps(enabled: list[str]) -> list[Callable[[_Run], dict[str, Metric]]]:
+    """The runs the enabled probes need, cheapest first."""
+    steps: list[Callable[[_Run], dict[str, Metric]]] = []
+    if "fingerprint" in enabled:
+        steps.append(lambda run: {"fingerprint": fingerprint(run.slot(FINGERPRINT_SHAPE[1]))})
+    if "stability" in enabled:
+        steps.append(
+            lambda run: {"stability": stability(run.slot(STABILITY_SHAPE[1]), run.generator(3), run.config)}
+        )
+    if _PLAIN_PROBES.intersection(enabled):
+        steps.append(_plain_probes)
+    if _RESNET_PROBES.intersection(enabled):
+        steps.append(_resnet_probes)
+    return steps
+
+
+def _merge(metrics: dict[str, Metric], new: dict[str, Metric], enabled: list[str]) -> None:
+    """Add the enabled probes' metrics; a health flag raised by either network stays raised."""
+    keep = {m for p in enabled for m in PROBES[p]}
+    for key, value in new.items():
+        if key not in keep:
+            continue
+        if isinstance(value, bool):
+            value = value or metrics.get(key) is True
+        metrics[key] = value
+
+
+# ---- the networks -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Trace:
+    """One forward and backward pass of a probe network."""
+
+    outputs: dict[nn.Module, torch.Tensor]  # of the watched modules (the last call of each)
+    slot_outputs: list[torch.Tensor]
+    conv_grads: list[torch.Tensor]  # loss gradient w.r.t. each conv output, in forward order
+    nonfinite_outputs: bool
+    nonfinite_gradients: bool
+
+
+def _trace(model: nn.Module, run: _Run, watch: list[nn.Module]) -> _Trace:
+    """Run the model on the probe batch in training mode, recording slot outputs, the watched modules'
+    outputs and the cross-entropy gradient w.r.t. every conv output."""
+    outputs: dict[nn.Module, torch.Tensor] = {}
+    slot_outputs: list[torch.Tensor] = []
+    conv_outputs: list[torch.Tensor] = []
+    for module in model.modules():
+        if isinstance(module, run.layer_class):
+            module.register_forward_hook(lambda m, i, out: slot_outputs.append(out))
+        elif isinstance(module, nn.Conv2d):
+            module.register_forward_hook(lambda m, i, out: conv_outputs.append(out))
+    for module in watch:
+        module.register_forward_hook(lambda m, i, out: outputs.__setitem__(m, out))
+    logits = model.train()(run.images)
+    loss = nn.functional.cross_entropy(logits, run.labels)
+    grads = torch.autograd.grad(loss, conv_outputs, allow_unused=True)
+    grads = [torch.zeros_like(o) if g is None else g for o, g in zip(conv_outputs, grads, strict=True)]
+    return _Trace(
+        outputs,
+        slot_outputs,
+        grads,
+        nonfinite_outputs=not all(bool(torch.isfinite(t).all()) for t in [logits, *slot_outputs]),
+        nonfinite_gradients=not all(bool(torch.isfinite(g).all()) for g in grads),
+    )
+
+
+def _num_classes(run: _Run) -> int:
+    return max(10, int(run.labels.max()) + 1)
+
+
+def _resnet_probes(run: _Run) -> dict[str, Metric]:
+    """Activation growth (finding i) and numerical health, on the pre-activation ResNet."""
+    config = run.config
+    model = cifar_resnet(config.resnet_depth, config.resnet_width, run.slot, _num_classes(run))
+    kaiming_init(model, run.generator(1))
+    blocks = list(model.blocks)
+    trace = _trace(model, run, [blocks[0], blocks[-1]])
+    first, last = (_channel_variance(trace.outputs[b]) for b in (blocks[0], blocks[-1]))
+    return {
+        "activation_growth": last / first if first > 0 else math.nan,
+        "nonfinite_outputs": trace.nonfinite_outputs,
+        "nonfinite_gradients": trace.nonfinite_gradients,
+    }
+
+
+def _plain_probes(run: _Run) -> dict[str, Metric]:
+    """Sample similarity (finding ii), the gradient profile (finding iii) and numerical health of the
+    final features, on the plain CNN; health flags combine with the ResNet's."""
+    config = run.config
+    model = plain_cnn(config.plain_depth, config.plain_width, run.slot, _num_classes(run))
+    kaiming_init(model, run.generator(2))
+    trace = _trace(model, run, [])
+    features = trace.slot_outputs[-1].detach().double()
+    cosine, rank = _similarity(features)
+    norms = [float(g.double().norm()) for g in trace.conv_grads]
+    profile = [n / norms[-1] if norms[-1] > 0 else math.nan for n in norms]
+    return {
+        "cosine_similarity": cosine,
+        "stable_rank": rank,
+        "gradient_ratio": profile[0],
+        "gradient_profile": profile,
+        "dead_fraction": _dead_fraction(features),
+        "output_scale": float(features.square().mean().sqrt()),
+        "nonfinite_outputs": trace.nonfinite_outputs,
+        "nonfinite_gradients": trace.nonfinite_gradients,
+    }
+
+
+def _channel_variance(x: torch.Tensor) -> float:
+    """Mean over channels of the variance over (N, H, W): the residual stream's scale."""
+    return float(x.detach().double().transpose(0, 1).flatten(1).var(1, unbiased=False).mean())
+
+
+def _similarity(features: torch.Tensor) -> tuple[float, float]:
+    """Mean off-diagonal cosine similarity and stable rank of the samples' flattened features; NaN
+    when they are not finite or a sample's features are all zero (no direction to compare)."""
+    a = features.flatten(1)
+    norms = a.norm(dim=1, keepdim=True)
+    if not (torch.isfinite(norms).all() and (norms > 0).all()):
+        return math.nan, math.nan
+    a = a / norms
+    m = a @ a.T
+    n = m.shape[0]
+    cosine = float((m.sum() - m.trace()) / (n * (n - 1)))
+    return cosine, float(m.trace() / torch.linalg.eigvalsh(m)[-1])
+
+
+def _dead_fraction(features: torch.Tensor) -> float:
+    """Fraction of units (channel, position) whose value is the same for every sample, up to a
+    tolerance relative to the features' overall scale (exactly 0 spread for an all-zero output);
+    NaN for non-finite features."""
+    if not torch.isfinite(features).all():
+        return math.nan
+    spread = features.amax(0) - features.amin(0)
+    return float((spread <= 1e-6 * features.abs().max()).double().mean())
+
+
+# ---- the layer alone ----------------------------------------------------------------------------
+
+
+def stability(layer: nn.Module, generator: torch.Generator, config: ProbeConfig) -> float:
+    """EvoNorm's stability check: the worst gradient gain of the layer near a random input.
+
+    With x, r ~ N(0, 1) of shape ``STABILITY_SHAPE`` (drawn from ``generator``), the gain at input z is
+    ``‖∇_z ⟨layer(z), r⟩‖₂ / ‖r‖₂``: how much the layer amplifies a random output gradient (1 for the
+    identity; 0.7 to 1.3 for the seeds). Starting at z = x, ``stability_steps`` steps of projected
+    sign-gradient ascent on the gain move z within the L∞ ball of radius ``stability_radius · rms(x)``
+    around x (step 2.5 · radius / steps, as in PGD); the result is the largest gain seen. A layer that
+    divides by a statistic near zero, or has a steep slope anywhere, shows a large value.
+    """
+    x = torch.randn(STABILITY_SHAPE, generator=generator)
+    r = torch.randn(STABILITY_SHAPE, generator=generator)
+    radius = config.stability_radius * float(x.square().mean().sqrt())
+    step = 2.5 * radius / max(config.stability_steps, 1)
+    delta = torch.zeros_like(x)
+    worst = 0.0
+    for k in range(config.stability_steps + 1):
+        z = (x + delta).requires_grad_(True)
+        (grad,) = torch.autograd.grad((layer.train()(z) * r).sum(), z, create_graph=True, allow_unused=True)
+        if grad is None:  # the output does not depend on the input at all
+            return 0.0
+        gain = grad.norm() / r.norm()
+        if math.isnan(gain.item()):
+            return math.nan
+        worst = max(worst, gain.item())
+        if k == config.stability_steps or not gain.requires_grad:
+            break
+        (ascent,) = torch.autograd.grad(gain, z, allow_unused=True)
+        if ascent is None:  # piecewise-linear layer: the gain is locally constant
+            break
+        delta = (delta + step * torch.nan_to_num(ascent).sign()).clamp(-radius, radius)
+    return worst
+
+
+def fingerprint(layer: nn.Module) -> str:
+    """A functional fingerprint (AutoML-Zero's FEC): 16 hex digits of sha256 over the layer's outputs
+    on a fixed input, so that ``x + 0`` and ``x``, ``a + b`` and ``b + a`` hash alike.
+
+    The layer runs in training mode on a fixed tensor of ``FINGERPRINT_SHAPE`` whose samples and
+    channels have different scales and offsets. Each per-channel vector is first set to its initial
+    value plus fixed noise keyed by the vector's name, so that functions agreeing only at
+    initialization (``x`` and ``v1 * x``) are told apart. Outputs are rounded to
+    ``FINGERPRINT_DIGITS`` significant digits of their RMS, which absorbs float reassociation;
+    NaN and ±Inf hash as themselves. The layer needs 64 input features.
+    """
+    g = torch.Generator().manual_seed(FINGERPRINT_SEED)
+    n, c = FINGERPRINT_SHAPE[:2]
+    scale = torch.exp(torch.randn(n, 1, 1, 1, generator=g))
+    offset = torch.randn(n, c, 1, 1, generator=g)
+    x = torch.randn(FINGERPRINT_SHAPE, generator=g) * scale + offset
+    with torch.no_grad():
+        for name, param in layer.named_parameters():
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:6], "little")
+            noise = torch.randn(param.shape, generator=torch.Generator().manual_seed(FINGERPRINT_SEED ^ key))
+            param.add_(0.5 * noise)
+        y = layer.train()(x).double()
+    return _hash_values(y)
+
+
+def _hash_values(y: torch.Tensor) -> str:
+    finite = torch.isfinite(y)
+    values = torch.where(finite, y, torch.zeros_like(y))
+    rms = float(values.square().mean().sqrt())
+    quantum = 10.0 ** (math.floor(math.log10(rms)) - FINGERPRINT_DIGITS + 1) if rms > 0 else 1.0
+    digest = hashlib.sha256(repr(tuple(y.shape)).encode())
+    digest.update(torch.round(values / quantum).to(torch.int64).numpy().tobytes())
+    for mask in (torch.isnan(y), y == math.inf, y == -math.inf):
+        digest.update(np.packbits(mask.numpy()).tobytes())
+    return digest.hexdigest()[:16]

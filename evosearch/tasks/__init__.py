@@ -1,0 +1,1 @@
+"""Tasks: built-in datasets and the networks that candidate layers are plugged into."""

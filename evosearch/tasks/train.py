@@ -1,0 +1,437 @@
+"""Proxy training: one candidate layer, one task, a short run, one :class:`TrainResult`.
+
+Built to run thousands of times in worker processes. The whole dataset sits on the device as uint8;
+batches are drawn, padded-and-cropped, flipped and normalized there, so the host does no per-image
+work. SGD with Nesterov momentum, linear warmup then cosine decay, no weight decay on normalization
+parameters (every vector: the slots' parameters and the biases), label smoothing. On CUDA the forward
+runs under bf16 autocast in channels_last, optionally ``torch.compile``'d; on CPU the same code runs in
+float32.
+
+A run stops early, with the reason recorded, on a non-finite loss, on EvoNorm's quality hurdle (below
+``hurdle_accuracy`` on a validation slice after ``hurdle_step`` steps) or at the wall-clock limit (then
+it still evaluates). :func:`train_candidate` never raises for a bad candidate: a layer that fails to
+compile, crashes in forward or backward, or runs out of memory gives a record with ``exit_reason``
+``"error"``.
+
+Determinism: the run happens inside a :func:`torch.random.fork_rng` scope after
+``torch.manual_seed(seed)``, so the caller's global generator state is left as it was; the weights
+come from :func:`~evosearch.tasks.models.kaiming_init` and data order and augmentation from CPU
+:class:`torch.Generator` objects of the same seed, so a seed gives the same network and batches on
+every device and, on CPU, the same loss curve to the bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evosearch.codegen import build_layer
+from evosearch.config import ConfigError, to_dict
+from evosearch.graph import LayerGraph
+from evosearch.tasks.datasets import DatasetConfig, ImageData, load_dataset
+from evosearch.tasks.models import ModelConfig, NormAct, build_network
+
+ExitReason = Literal["completed", "non_finite_loss", "quality_hurdle", "time_limit", "error"]
+TOP5_MIN_CLASSES = 11  # top-5 accuracy is reported where there are more than 10 classes
+
+
+@dataclass
+class TrainConfig:
+    """How a candidate is trained.
+
+    ``lr`` is the peak learning rate for a batch of ``lr_batch_size`` images; the run's peak is
+    ``lr · batch_size / lr_batch_size`` (the linear scaling rule), so a task keeps its meaning when only
+    ``batch_size`` changes, e.g. to 8 where batch-dependent layers fail. ``warmup_steps`` ramp it up
+    linearly from zero; a cosine takes it to zero at ``steps``. ``hurdle_step``: after this step the
+    run is evaluated on the first ``hurdle_val_size`` validation images and stops below
+    ``hurdle_accuracy`` (EvoNorm: 20% on CIFAR-10 after 100 steps); a shorter run has no hurdle.
+    ``device``: ``auto`` is CUDA where available, else CPU. ``bf16`` (autocast) and ``channels_last``
+    apply on CUDA only. ``log_every``: the loss curve holds the mean loss of every such window of
+    steps; the loss is checked for non-finite values (one device sync) at the end of each window and
+    after the first step.
+    """
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 0.1
+    lr_batch_size: int = 128
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_steps: int = 0
+    label_smoothing: float = 0.1
+    crop_padding: int = 4
+    flip: bool = True
+    hurdle_step: int | None = None
+    hurdle_accuracy: float = 0.0
+    hurdle_val_size: int | None = 1000
+    time_limit_s: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    eval_batch_size: int = 500
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "lr_batch_size", "eval_batch_size", "log_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.warmup_steps < 0 or self.crop_padding < 0:
+            raise ValueError("warmup_steps and crop_padding must not be negative")
+        if self.hurdle_step is not None and self.hurdle_step < 1:
+            raise ValueError(f"hurdle_step must be at least 1, got {self.hurdle_step}")
+        if self.device != "auto":
+            torch.device(self.device)  # a malformed name fails here, as a config error
+
+
+@dataclass
+class TaskConfig:
+    """A proxy task: a dataset, a network around the candidate, and how to train it."""
+
+    name: str = ""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class TrainResult:
+    """One training run, as plain data. Accuracies are fractions in [0, 1]; ``top1``/``top5`` are on
+    the whole validation split (``top5`` only where there are more than 10 classes), measured when the
+    run completed or hit the time limit; ``hurdle_top1`` on the hurdle's slice. ``loss_curve`` holds
+    ``[step, mean training loss of the window ending there]`` pairs; ``final_loss`` is the last window's.
+    ``images_per_s`` counts training steps after the first (which pays for compilation), evaluations
+    excluded; ``wall_s`` is the whole call."""
+
+    task: str
+    layer: str
+    exit_reason: ExitReason
+    steps: int
+    top1: float | None
+    top5: float | None
+    hurdle_top1: float | None
+    final_loss: float | None
+    loss_curve: list[list[float]]
+    images_per_s: float | None
+    wall_s: float
+    device: str
+    seed: int
+    parameters: int
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """A dataset resident on one device: uint8 images, labels, and the normalization constants. Made
+    once per worker and passed to every run, it saves moving the dataset for each candidate."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    mean: torch.Tensor  # 1×3×1×1, float32, on the 0..255 scale
+    std: torch.Tensor
+    num_classes: int
+
+    @classmethod
+    def from_images(cls, data: ImageData, device: torch.device | str) -> DeviceData:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device)
+
+        def constant(values: tuple[float, ...]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
+
+        return cls(
+            move(data.train_images),
+            move(data.train_labels),
+            move(data.val_images),
+            move(data.val_labels),
+            constant(data.mean),
+            constant(data.std),
+            data.num_classes,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_images.device
+
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[-1]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA where available, else CPU; a CUDA device always with its index."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def train_candidate(
+    graph: LayerGraph, task: TaskConfig, data: ImageData | DeviceData | None = None
+) -> TrainResult:
+    """Train ``task``'s network with the layer ``graph`` in every slot. Never raises for a bad
+    candidate (see the module docstring); a bad task or a missing dataset raises its error."""
+    return train_network(functools.partial(build_layer, graph), task, data, label=graph.name)
+
+
+def train_network(
+    norm_act: NormAct, task: TaskConfig, data: ImageData | DeviceData | None = None, label: str = ""
+) -> TrainResult:
+    """:func:`train_candidate` for any slot factory, e.g. a hand-written reference layer."""
+    start = time.perf_counter()
+    config = task.train
+    device = resolve_device(config.device)
+    data = _on_device(data if data is not None else load_dataset(task.dataset), device)
+    if config.batch_size > len(data.train_labels):
+        raise ConfigError(
+            f"train.batch_size {config.batch_size} exceeds the {len(data.train_labels)} train images"
+        )
+    run = _Run(config, data, start)
+    parameters = 0
+    try:
+        with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+            torch.manual_seed(config.seed)
+            model = build_network(task.model, norm_act, data.num_classes, data.image_size, config.seed)
+            parameters = sum(p.numel() for p in model.parameters())
+            run.fit(model.to(device, memory_format=_memory_format(config, device)))
+    except Exception as e:  # a candidate may fail in any way; the record says how
+        run.exit_reason, run.error = "error", f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]
+    return run.result(task.name, label, parameters, _device_label(device))
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """The learning rate of (0-based) ``step``: linear warmup to the scaled peak, then cosine to zero."""
+    peak = config.lr * config.batch_size / config.lr_batch_size
+    if step < config.warmup_steps:
+        return peak * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on the conv and linear weights only: every vector (the slots' per-channel
+    parameters, biases) goes without, as normalization parameters usually do."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
+    """Random-crop with zero padding and horizontal flip of a uint8 N×C×H×W batch in one gather:
+    image n is the window at ``offsets[n]`` (row, column) of the padded image, mirrored where
+    ``flips[n]``. The result is N×C×H×W in channels_last memory order."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4).permute(0, 2, 3, 1)  # N×(H+2p)×(W+2p)×C
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)
+    columns = torch.arange(w, device=images.device)
+    columns = torch.where(flips[:, None], w - 1 - columns, columns) + offsets[:, 1:]
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded[batch, rows[:, :, None], columns[:, None, :]].permute(0, 3, 1, 2)
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+class _Run:
+    """One training run's state: filled in as the loop goes, so that an error still leaves a record."""
+
+    def __init__(self, config: TrainConfig, data: DeviceData, start: float) -> None:
+        self.config = config
+        self.data = data
+        self.start = start
+        self.deadline = math.inf if config.time_limit_s is None else start + config.time_limit_s
+        self.autocast = config.bf16 and data.device.type == "cuda"
+        self.memory_format = _memory_format(config, data.device)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.steps = 0
+        self.window: list[torch.Tensor] = []
+        self.curve: list[list[float]] = []
+        self.exit_reason: ExitReason = "completed"
+        self.error: str | None = None
+        self.top1: float | None = None
+        self.top5: float | None = None
+        self.hurdle_top1: float | None = None
+        self.timed_from: float | None = None  # after step 1, once synchronized
+        self.timed_seconds = 0.0
+        self.eval_seconds = 0.0
+
+    def fit(self, model: nn.Module) -> None:
+        config = self.config
+        optimizer = torch.optim.SGD(
+            parameter_groups(model, config.weight_decay),
+            lr=learning_rate(0, config),
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+        )
+        if config.compile:
+            # Every candidate recompiles the network's shared forward code; past dynamo's recompile
+            # limit (8) it would silently run eager, so a worker starts each compiled run afresh.
+            torch.compiler.reset()
+        forward = torch.compile(model) if config.compile else model
+        model.train()
+        batches = self._batches()
+        for step in range(1, config.steps + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step - 1, config)
+            images, labels = self._train_batch(next(batches))
+            self.window.append(self._step(forward, optimizer, images, labels))
+            self.steps = step
+            out_of_time = time.perf_counter() > self.deadline
+            checkpoint = step in (1, config.steps, config.hurdle_step) or step % config.log_every == 0
+            if (checkpoint or out_of_time) and not self._check_window():
+                return
+            if step == config.hurdle_step and not self._pass_hurdle(model):
+                return
+            if out_of_time:
+                self.exit_reason = "time_limit"
+                break
+        self.top1, self.top5 = self._evaluate(model, len(self.data.val_labels))
+
+    def _step(
+        self, forward: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.autocast(self.data.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = forward(images)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        """Batches of train indices: a fresh permutation each epoch, the incomplete last batch dropped."""
+        count, size = len(self.data.train_labels), self.config.batch_size
+        while True:
+            order = torch.randperm(count, generator=self.generator)
+            for begin in range(0, count - size + 1, size):
+                yield order[begin : begin + size]
+
+    def _train_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        config, data = self.config, self.data
+        index = index.to(data.device)
+        images = data.train_images[index]
+        if config.crop_padding or config.flip:
+            offsets = torch.randint(0, 2 * config.crop_padding + 1, (len(index), 2), generator=self.generator)
+            flips = (
+                torch.rand(len(index), generator=self.generator) < 0.5
+                if config.flip
+                else torch.zeros(len(index), dtype=torch.bool)
+            )
+            images = crop_flip(images, offsets.to(data.device), flips.to(data.device), config.crop_padding)
+        return self._normalize(images), data.train_labels[index]
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.float() - self.data.mean) / self.data.std
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _check_window(self) -> bool:
+        """Record the window's mean loss; False (and the exit reason) if a loss in it is not finite."""
+        losses = torch.stack(self.window).float().cpu()
+        self.window.clear()
+        now = time.perf_counter()
+        if self.timed_from is None:
+            self.timed_from = now
+        self.timed_seconds = now - self.timed_from - self.eval_seconds
+        finite = torch.isfinite(losses)
+        if not finite.all():
+            self.steps += 1 - len(losses) + int(finite.int().argmin())  # the first step with a bad loss
+            self.exit_reason = "non_finite_loss"
+            return False
+        self.curve.append([self.steps, losses.mean().item()])
+        return True
+
+    def _pass_hurdle(self, model: nn.Module) -> bool:
+        size = self.config.hurdle_val_size or len(self.data.val_labels)
+        self.hurdle_top1, _ = self._evaluate(model, min(size, len(self.data.val_labels)))
+        if self.hurdle_top1 < self.config.hurdle_accuracy:
+            self.exit_reason = "quality_hurdle"
+            return False
+        return True
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, count: int) -> tuple[float, float | None]:
+        """Top-1 and top-5 accuracy on the first ``count`` validation images, in eval mode (running
+        statistics), with the eager module (a compiled one would recompile for the last batch)."""
+        began = time.perf_counter()
+        model.eval()
+        k = min(5, self.data.num_classes)
+        correct = torch.zeros(2, dtype=torch.int64, device=self.data.device)
+        for begin in range(0, count, self.config.eval_batch_size):
+            end = min(count, begin + self.config.eval_batch_size)
+            images = self._normalize(self.data.val_images[begin:end])
+            with torch.autocast(self.data.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = model(images)
+            hits = logits.float().topk(k).indices == self.data.val_labels[begin:end, None]
+            correct += torch.stack([hits[:, 0].sum(), hits.any(1).sum()])
+        model.train()
+        top1, top5 = (n / count for n in correct.tolist())
+        self.eval_seconds += time.perf_counter() - began
+        return top1, top5 if self.data.num_classes >= TOP5_MIN_CLASSES else None
+
+    def result(self, task: str, layer: str, parameters: int, device: str) -> TrainResult:
+        timed_steps = self.steps - 1 if self.exit_reason != "error" else 0
+        throughput = (
+            timed_steps * self.config.batch_size / self.timed_seconds
+            if timed_steps > 0 and self.timed_seconds > 0
+            else None
+        )
+        return TrainResult(
+            task=task,
+            layer=layer,
+            exit_reason=self.exit_reason,
+            steps=self.steps,
+            top1=self.top1,
+            top5=self.top5,
+            hurdle_top1=self.hurdle_top1,
+            final_loss=self.curve[-1][1] if self.curve else None,
+            loss_curve=self.curve,
+            images_per_s=throughput,
+            wall_s=time.perf_counter() - self.start,
+            device=device,
+            seed=self.config.seed,
+            parameters=parameters,
+            error=self.error,
+        )
+
+
+def _on_device(data: ImageData | DeviceData, device: torch.device) -> DeviceData:
+    if isinstance(data, DeviceData) and data.device == device:
+        return data
+    if isinstance(data, DeviceData):
+        return dataclasses.replace(
+            data,
+            **{
+                f.name: getattr(data, f.name).to(device)
+                for f in dataclasses.fields(data)
+                if f.name != "num_classes"
+            },
+        )
+    return DeviceData.from_images(data, device)
+
+
+def _memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
+    return torch.channels_last if config.channels_last and device.type == "cuda" else torch.contiguous_format
+
+
+def _device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} {torch.cuda.get_device_name(device)}"
+    return device.type
