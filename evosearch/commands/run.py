@@ -1,0 +1,105 @@
+"""``evosearch run CONFIG``: the search itself."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from evosearch.config import from_dict, merge, parse_overrides, to_dict
+from evosearch.errors import EvosearchError
+from evosearch.output import emit
+from evosearch.run_config import RunConfig, load_run_config
+from evosearch.runs import RunDirectory
+
+INTERRUPTED = 130
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "run",
+        help="run (or resume) an evolutionary search",
+        description="Run the search a config describes, on a local Ray instance or a cluster.",
+    )
+    p.add_argument("config", help="a run config (.yaml), or a run directory to resume")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
+    p.add_argument("--force", action="store_true", help="resume even though the config changed")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
+    p.add_argument("--top", type=int, default=10, help="rows of the final summary table")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=run)
+
+    p = commands.add_parser("config", help="print a run config resolved: every key, defaults filled in")
+    p.add_argument("config", nargs="?", help="a run config (.yaml); none: the defaults")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    p.set_defaults(handler=show_config)
+
+
+def show_config(args: argparse.Namespace) -> int:
+    config = to_dict(load_run_config(args.config, args.set))
+    if args.json:
+        emit(config, as_json=True)
+    else:
+        sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+    return 0
+
+
+def resolve_run_config(source: str, overrides: list[str], resume: bool) -> RunConfig:
+    """A config file; or, to resume, a run directory, whose saved config is used."""
+    path = Path(source)
+    if not path.is_dir():
+        return load_run_config(path, overrides)
+    if not resume:
+        raise EvosearchError(f"{source} is a directory: add --resume to continue the run in it")
+    saved = RunDirectory(path).read_config_data()
+    located = {"output_dir": str(path.parent), "name": path.name}  # wherever the directory now is
+    return from_dict(RunConfig, merge(merge(saved, located), parse_overrides(overrides)))
+
+
+def run(args: argparse.Namespace) -> int:
+    from evosearch.driver import run_search  # Ray loads only for this command
+    from evosearch.progress import Progress
+
+    if args.top < 0:
+        raise EvosearchError("--top must be >= 0")
+    overrides = list(args.set) + ([f"resources.address={args.address}"] if args.address else [])
+    config = resolve_run_config(args.config, overrides, args.resume)
+    summary = run_search(
+        config, resume=args.resume, force=args.force, progress=Progress(enabled=not args.quiet)
+    )
+    rows = [
+        {
+            "id": r.id,
+            "status": r.status.value,
+            **{name: score for name, score in zip(summary.objectives, r.scores or [], strict=False)},
+            "formula": r.formula,
+        }
+        for r in summary.front[: args.top]
+    ]
+    if args.json:
+        stats = summary.stats
+        emit(
+            {
+                "run_dir": summary.run_dir,
+                "interrupted": summary.interrupted,
+                "evaluations": stats.evaluations,
+                "candidates": stats.candidates,
+                "statuses": dict(stats.statuses),
+                "rejections": dict(stats.rejections),
+                "best": stats.best,
+                "pareto_front": rows,
+            },
+            as_json=True,
+        )
+    else:
+        emit(rows, as_json=False, columns=["id", *summary.objectives, "formula"])
+        print(f"\nrun directory: {summary.run_dir} (Pareto front in {summary.run_dir}/best/)")
+    if summary.interrupted:
+        print(f"interrupted; resume with: evosearch run {summary.run_dir} --resume", file=sys.stderr)
+        return INTERRUPTED
+    return 0

@@ -1,0 +1,444 @@
+"""The Ray driver of a search: the loop behind ``evosearch run``.
+
+The evolution algorithm proposes; the driver owns everything else: candidate ids, the Ray instance,
+resources, retries, time limits, concurrency, deduplication, and the run directory. Each candidate:
+
+1. structural dedupe — the same structure as an earlier candidate reuses its result;
+2. probes on a CPU worker — a reject is recorded with its reasons and never trained;
+3. functional dedupe — the same fingerprint as an earlier candidate reuses its result;
+4. training on every proxy task on the workers, in parallel (each task one objective).
+
+Durability: the checkpoint (algorithm state, counters) is replaced atomically after every proposal and
+every finished candidate, and a candidate's record is fsynced before the algorithm hears of it. So a
+run killed at any point resumes with nothing lost and nothing repeated: proposals in flight are run
+again (they are in the checkpoint), and a record written just before the kill is applied on resume.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+import ray.exceptions
+
+from evosearch.config import from_dict, to_dict
+from evosearch.errors import EvosearchError
+from evosearch.evolution import WORST_SCORE, Proposal, RegularizedEvolution
+from evosearch.graph_io import graph_to_dict
+from evosearch.progress import Progress, SearchStats
+from evosearch.run_config import RunConfig, blocking_changes, load_tasks
+from evosearch.runs import CandidateRecord, RunDirectory, Status, pareto_front
+from evosearch.seeds import seed_graph
+from evosearch.tasks.datasets import load_dataset
+from evosearch.tasks.train import TaskConfig
+from evosearch.workers import pack_data, probe_remote, train_remote
+
+CHECKPOINT_VERSION = 1
+TRAINED_EXITS = ("completed", "time_limit")  # training ran; the accuracy counts
+
+
+@dataclass
+class _Candidate:
+    """A proposal in flight and what has come back for it so far."""
+
+    proposal: Proposal
+    started: float
+    structural_hash: str
+    probe: dict[str, Any] | None = None
+    probe_s: float = 0.0
+    train_started: float = 0.0
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class SearchSummary:
+    run_dir: str
+    interrupted: bool
+    stats: SearchStats
+    front: list[CandidateRecord]
+    objectives: list[str]
+
+
+class SearchDriver:
+    def __init__(self, config: RunConfig, tasks: list[TaskConfig], objectives: list[str], progress: Progress):
+        self.config = config
+        self.tasks = tasks
+        self.objectives = objectives
+        self.progress = progress
+        self.run_dir = RunDirectory(config.run_dir)
+        seeds = [seed_graph(name) for name in config.search.seed_names()]
+        self.algorithm = RegularizedEvolution(
+            config.search.evolution(), config.search.space(), seeds, len(tasks), config.seed
+        )
+        self.records: list[CandidateRecord] = []
+        self.by_hash: dict[str, int] = {}  # structural hash -> record id (or id in flight)
+        self.by_fingerprint: dict[str, int] = {}
+        self.in_flight: dict[int, _Candidate] = {}
+        self.refs: dict[ray.ObjectRef, tuple[int, int | None, float]] = {}  # -> (id, task or None, t0)
+        self.timed_out: set[ray.ObjectRef] = set()
+        self.datasets = self._load_datasets()  # missing or malformed data fails here, before any work
+        self.data_refs: list[ray.ObjectRef] = []
+        self.elapsed_before = 0.0
+        self.session_start = time.monotonic()
+        self.stats = SearchStats(
+            budget=config.search.max_evaluations, concurrency=config.resources.concurrency
+        )
+
+    # ---- state ----------------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        self.run_dir.save_checkpoint(
+            {
+                "version": CHECKPOINT_VERSION,
+                "evolution": self.algorithm.state_dict(),
+                "elapsed_s": self.elapsed(),
+                "evaluations": self.stats.evaluations,
+                "candidates": self.stats.candidates,
+            }
+        )
+
+    def restore(self) -> None:
+        """Load the checkpoint and the records; apply records the checkpoint has not seen yet."""
+        state = self.run_dir.load_checkpoint()
+        self.records = self.run_dir.read_events(repair=True)
+        if state is not None:
+            self.algorithm.load_state_dict(state["evolution"])
+            self.elapsed_before = state["elapsed_s"]
+        for record in self.records:
+            self._remember(record)
+            if record.id in self.algorithm.pending:  # recorded just before the crash, not yet told
+                self._tell_algorithm(record)
+        self.stats.evaluations = sum(
+            r.status in (Status.TRAINED, Status.HURDLE, Status.FAILED) for r in self.records
+        )
+        self.stats.candidates = len(self.records)
+        self.checkpoint()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.session_start
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> bool:
+        """Search until a budget is spent; True when it finished, False when interrupted."""
+        self.session_start = time.monotonic()  # the clock runs from here: Ray's start-up is not search time
+        self.data_refs = self._put_datasets()
+        for proposal in sorted(self.algorithm.pending.values(), key=lambda p: p.id):
+            self._start(proposal)  # in flight when the last session stopped: run again
+        try:
+            while True:
+                busy = time.monotonic()
+                self._fill()
+                if not self.in_flight:
+                    break
+                self.stats.driver_s += time.monotonic() - busy
+                ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
+                busy = time.monotonic()
+                for ref in ready:
+                    self._on_ready(ref)
+                self._enforce_timeouts()
+                self._update_stats()
+                self.progress.update(self.stats)
+                self.stats.driver_s += time.monotonic() - busy
+        except KeyboardInterrupt:
+            for ref in self.refs:
+                ray.cancel(ref, force=True)
+            self.checkpoint()
+            return False
+        self.checkpoint()
+        return True
+
+    def _can_propose(self) -> bool:
+        search = self.config.search
+        if len(self.in_flight) >= self.config.resources.concurrency:
+            return False
+        if (
+            search.max_evaluations is not None
+            and self.stats.evaluations + len(self.in_flight) >= search.max_evaluations
+        ):
+            return False
+        limit = search.candidate_limit()
+        if limit is not None and self.stats.candidates + len(self.in_flight) >= limit:
+            return False
+        return search.max_minutes is None or self.elapsed() < 60 * search.max_minutes
+
+    def _fill(self) -> None:
+        while self._can_propose():
+            proposal = self.algorithm.suggest()
+            self.checkpoint()
+            self._start(proposal)
+
+    def _start(self, proposal: Proposal) -> None:
+        structural_hash = proposal.graph.structural_hash()
+        candidate = _Candidate(proposal, time.monotonic(), structural_hash)
+        self.in_flight[proposal.id] = candidate
+        if structural_hash in self.by_hash:
+            self._finish_as_copy(candidate, Status.DUPLICATE, self.by_hash[structural_hash])
+            return
+        self.by_hash[structural_hash] = proposal.id
+        ref = probe_remote.options(
+            num_cpus=self.config.resources.cpus_per_probe, max_retries=self.config.resources.retries
+        ).remote(
+            graph_to_dict(proposal.graph),
+            self.config.probes,
+            max(1, int(self.config.resources.cpus_per_probe)),
+        )
+        self.refs[ref] = (proposal.id, None, time.monotonic())
+
+    def _on_ready(self, ref: ray.ObjectRef) -> None:
+        candidate_id, task_index, started = self.refs.pop(ref)
+        candidate = self.in_flight[candidate_id]
+        if task_index is None:
+            self._on_probe(candidate, _get_probe(ref), time.monotonic() - started)
+            return
+        result = _get_training(ref, timed_out=ref in self.timed_out)
+        self.timed_out.discard(ref)
+        candidate.results[task_index] = {"task": self.objectives[task_index], **result}
+        self.stats.worker_s += float(result.get("wall_s") or 0.0)
+        if len(candidate.results) == len(self.tasks):
+            self._finish_trained(candidate)
+
+    def _on_probe(self, candidate: _Candidate, probe: dict[str, Any], seconds: float) -> None:
+        candidate.probe, candidate.probe_s = probe, seconds
+        self.stats.worker_s += float(probe.get("seconds") or 0.0)
+        if not probe.get("passed"):
+            self._finish(candidate, Status.REJECTED, reasons=list(probe.get("reasons", ["probe failed"])))
+            return
+        fingerprint = probe.get("metrics", {}).get("fingerprint")
+        if fingerprint is not None and fingerprint in self.by_fingerprint:
+            self._finish_as_copy(candidate, Status.EQUIVALENT, self.by_fingerprint[fingerprint])
+            return
+        if fingerprint is not None:
+            self.by_fingerprint[fingerprint] = candidate.proposal.id
+        candidate.train_started = time.monotonic()
+        resources = self.config.resources
+        graph_data = graph_to_dict(candidate.proposal.graph)
+        for k, (task, data_ref) in enumerate(zip(self.tasks, self.data_refs, strict=True)):
+            ref = train_remote.options(
+                num_cpus=resources.cpus_per_evaluation,
+                num_gpus=resources.gpus_per_evaluation,
+                max_retries=resources.retries,
+                retry_exceptions=False,
+            ).remote(graph_data, task, data_ref, max(1, int(resources.cpus_per_evaluation)))
+            self.refs[ref] = (candidate.proposal.id, k, time.monotonic())
+
+    def _enforce_timeouts(self) -> None:
+        limit = self.config.resources.evaluation_timeout_s
+        now = time.monotonic()
+        for ref, (_, task_index, started) in list(self.refs.items()):
+            if task_index is not None and ref not in self.timed_out and now - started > limit:
+                self.timed_out.add(ref)
+                ray.cancel(ref, force=True)
+
+    # ---- finishing a candidate ------------------------------------------------------------------
+
+    def _finish_trained(self, candidate: _Candidate) -> None:
+        results = [candidate.results[k] for k in range(len(self.tasks))]
+        exits = [r.get("exit_reason", "error") for r in results]
+        scores = [
+            float(r["top1"]) if e in TRAINED_EXITS and r.get("top1") is not None else WORST_SCORE
+            for r, e in zip(results, exits, strict=True)
+        ]
+        if all(e in TRAINED_EXITS for e in exits):
+            status = Status.TRAINED
+        elif all(e in (*TRAINED_EXITS, "quality_hurdle") for e in exits):
+            status = Status.HURDLE
+        else:
+            status = Status.FAILED
+        reasons = [f"{r['task']}: {e}" for r, e in zip(results, exits, strict=True) if e not in TRAINED_EXITS]
+        train_s = time.monotonic() - candidate.train_started
+        self._finish(candidate, status, reasons=reasons, tasks=results, scores=scores, train_s=train_s)
+
+    def _finish_as_copy(self, candidate: _Candidate, status: Status, same_as: int) -> None:
+        original = next((r for r in self.records if r.id == same_as), None)
+        if original is None:  # the original is still in flight: nothing to reuse yet
+            self._finish(
+                candidate, status, reasons=[f"same as candidate {same_as} (in flight)"], same_as=same_as
+            )
+            return
+        self._finish(
+            candidate,
+            status,
+            reasons=[f"same as candidate {same_as} ({original.status.value})"],
+            scores=original.scores,
+            same_as=same_as,
+        )
+
+    def _finish(
+        self,
+        candidate: _Candidate,
+        status: Status,
+        reasons: list[str] | None = None,
+        tasks: list[dict[str, Any]] | None = None,
+        scores: list[float] | None = None,
+        same_as: int | None = None,
+        train_s: float = 0.0,
+    ) -> None:
+        proposal = candidate.proposal
+        probe = candidate.probe
+        record = CandidateRecord(
+            id=proposal.id,
+            status=status,
+            origin=proposal.origin,
+            formula=proposal.graph.formula(),
+            structural_hash=candidate.structural_hash,
+            graph=graph_to_dict(proposal.graph),
+            parent=proposal.parent,
+            mutation=None if proposal.mutation is None else vars(proposal.mutation),
+            fingerprint=None if probe is None else probe.get("metrics", {}).get("fingerprint"),
+            reasons=reasons or [],
+            probe=probe,
+            tasks=tasks or [],
+            scores=scores,
+            same_as=same_as,
+            seconds={
+                "probe": candidate.probe_s,
+                "train": train_s,
+                "total": time.monotonic() - candidate.started,
+            },
+            finished_at=time.time(),
+        )
+        self.run_dir.append_event(record)  # durable before it counts
+        del self.in_flight[proposal.id]
+        self.records.append(record)
+        self._remember(record)
+        self._tell_algorithm(record)
+        self.stats.candidates += 1
+        if status in (Status.TRAINED, Status.HURDLE, Status.FAILED):
+            self.stats.evaluations += 1
+        self.checkpoint()
+        if status in (Status.TRAINED, Status.HURDLE):
+            self.run_dir.write_best(self.records, self.objectives)
+
+    def _remember(self, record: CandidateRecord) -> None:
+        """Index a finished record for deduplication and statistics."""
+        self.by_hash.setdefault(record.structural_hash, record.id)
+        if record.fingerprint and record.status is not Status.REJECTED:
+            self.by_fingerprint.setdefault(record.fingerprint, record.id)
+        self.stats.statuses[record.status.value] += 1
+        if record.status is Status.REJECTED:
+            self.stats.rejections.update(reason.split(":")[0] for reason in record.reasons[:1])
+
+    def _tell_algorithm(self, record: CandidateRecord) -> None:
+        if record.status is Status.REJECTED or record.scores is None:
+            self.algorithm.discard(record.id)
+        elif record.status is Status.FAILED and all(s == WORST_SCORE for s in record.scores):
+            self.algorithm.observe(record.id, None)
+        else:
+            self.algorithm.observe(record.id, record.scores)
+
+    def _update_stats(self) -> None:
+        self.stats.in_flight = len(self.in_flight)
+        self.stats.training = sum(1 for _, k, _ in self.refs.values() if k is not None)
+        self.stats.elapsed_s = self.elapsed()
+        for i, name in enumerate(self.objectives):
+            scored = [r.scores[i] for r in self.records if r.status is Status.TRAINED and r.scores]
+            if scored:
+                self.stats.best[name] = max(scored)
+
+    def _load_datasets(self) -> list[dict[str, Any]]:
+        """Each task's dataset, packed for the object store; a dataset two tasks share loads once."""
+        packed: dict[str, dict[str, Any]] = {}
+        for task in self.tasks:
+            key = repr(to_dict(task.dataset))
+            if key not in packed:
+                packed[key] = pack_data(load_dataset(task.dataset))
+        return [packed[repr(to_dict(task.dataset))] for task in self.tasks]
+
+    def _put_datasets(self) -> list[ray.ObjectRef]:
+        """Into the object store once each, shared by every training task."""
+        refs: dict[int, ray.ObjectRef] = {}
+        for data in self.datasets:
+            if id(data) not in refs:
+                refs[id(data)] = ray.put(data)
+        return [refs[id(data)] for data in self.datasets]
+
+
+def _get_probe(ref: ray.ObjectRef) -> dict[str, Any]:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:  # the probe's worker died, repeatedly: a reject, not a stop
+        return {"passed": False, "reasons": [f"probe worker failed: {type(e).__name__}"], "metrics": {}}
+
+
+def _get_training(ref: ray.ObjectRef, timed_out: bool) -> dict[str, Any]:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        return {"exit_reason": "timeout" if timed_out else "cancelled"}
+    except ray.exceptions.OutOfMemoryError:
+        return {"exit_reason": "out_of_memory"}
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError):
+        return {"exit_reason": "worker_crashed"}
+    except ray.exceptions.RayError as e:
+        return {"exit_reason": f"error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+
+
+# ---- entry point --------------------------------------------------------------------------------
+
+
+def run_search(
+    config: RunConfig, *, resume: bool = False, force: bool = False, progress: Progress | None = None
+) -> SearchSummary:
+    """Run (or resume) the search ``config`` describes; see :class:`SearchDriver`."""
+    progress = progress or Progress()
+    run_dir = RunDirectory(config.run_dir)
+    if resume:
+        if not run_dir.exists():
+            raise EvosearchError(f"nothing to resume: {run_dir.path} is not a run directory")
+        saved = from_dict(RunConfig, run_dir.read_config_data(), "saved config")
+        changes = blocking_changes(saved, config)
+        if changes and not force:
+            raise EvosearchError(
+                f"the config differs from the run's saved config in {', '.join(changes)}; "
+                "resume with the saved one (evosearch run RUN_DIR --resume) or pass --force"
+            )
+    elif run_dir.path.exists() and any(run_dir.path.iterdir()):
+        raise EvosearchError(
+            f"{run_dir.path} already exists: resume it with --resume, or choose another name (--set name=...)"
+        )
+    tasks, objectives = load_tasks(config)
+    driver = SearchDriver(config, tasks, objectives, progress)
+    owns_ray = _start_ray(config)  # before anything is written: a cluster out of reach leaves no trace
+    try:
+        run_dir.write_config(config)
+        if resume:
+            driver.restore()
+            progress.log(f"resuming {run_dir.path}: {driver.stats.candidates} candidates done")
+        finished = driver.run()
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    driver._update_stats()
+    progress.close(driver.stats)
+    return SearchSummary(
+        str(run_dir.path), not finished, driver.stats, pareto_front(driver.records), objectives
+    )
+
+
+def _start_ray(config: RunConfig) -> bool:
+    """Join the configured cluster, or start a local instance on loopback; True if we started it."""
+    if ray.is_initialized():
+        return False
+    resources = config.resources
+    address = resources.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise EvosearchError(
+                f"cannot join the Ray cluster at {address}: {' '.join(str(e).split())}"
+            ) from None
+        return True
+    ray.init(
+        address="local",  # a new instance: never join a cluster someone else started on this machine
+        num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
+    return True

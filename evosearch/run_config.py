@@ -1,0 +1,183 @@
+"""The configuration of ``evosearch run``: search, probes, tasks and resources, one YAML file.
+
+Every key has a default; a file sets what it changes and ``--set key=value`` overrides any key. The
+resolved configuration is saved as ``runs/<name>/config.yaml``; resuming compares against it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evosearch.config import ConfigError, load_config, to_dict
+from evosearch.evolution import EvolutionSettings
+from evosearch.mutation import MUTATIONS, SearchSpace
+from evosearch.probes import ProbeConfig
+from evosearch.seeds import SEEDS
+from evosearch.tasks.tasks import load_task
+from evosearch.tasks.train import TaskConfig
+from primitives import BATCH_INDEPENDENT_SEARCH_OPS, PRIMITIVES, SEARCH_OPS
+
+OP_SETS = {"search": SEARCH_OPS, "batch_independent": BATCH_INDEPENDENT_SEARCH_OPS}
+# Keys a resumed run may change without --force: they do not change what the search computes.
+RESUMABLE_CHANGES = ("resources.", "search.max_evaluations", "search.max_minutes", "search.max_candidates")
+
+
+@dataclass
+class SearchConfig:
+    population_size: int = 50
+    tournament_size: int = 10
+    max_evaluations: int | None = 100  # candidates trained on the proxy tasks (the budget)
+    max_minutes: float | None = None  # wall-clock budget, summed over resumed sessions
+    max_candidates: int | None = None  # proposals of any fate; default 20 x max_evaluations
+    ops: str | list[str] = "search"  # "search", "batch_independent" (S family), or a list of ops
+    max_nodes: int = 14
+    seeds: str | list[str] = "all"  # seed layers in the initial population: "all", or names
+    seed_mutations: int = 20
+    random_graphs: int = 20
+    mutation_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MUTATIONS, 1.0))
+
+    def __post_init__(self) -> None:
+        for key in ("max_evaluations", "max_candidates"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"search.{key} must be at least 1, got {value}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"search.max_minutes must be positive, got {self.max_minutes}")
+        self.op_set()
+        self.seed_names()
+
+    def op_set(self) -> frozenset[str]:
+        if isinstance(self.ops, str):
+            if self.ops not in OP_SETS:
+                raise ConfigError(f"search.ops: unknown op set {self.ops!r}; sets: {', '.join(OP_SETS)}")
+            return OP_SETS[self.ops]
+        unknown = sorted(set(self.ops) - set(PRIMITIVES))
+        if unknown or not self.ops:
+            raise ConfigError(
+                f"search.ops: unknown ops {unknown or '(empty)'}; known: {', '.join(PRIMITIVES)}"
+            )
+        return frozenset(self.ops)
+
+    def seed_names(self) -> list[str]:
+        if self.seeds == "all":
+            names = list(SEEDS)
+        elif isinstance(self.seeds, str):
+            raise ConfigError(f"search.seeds must be 'all' or a list of seed names, got {self.seeds!r}")
+        else:
+            names = list(self.seeds)
+        unknown = [n for n in names if n not in SEEDS]
+        if unknown:
+            raise ConfigError(f"search.seeds: unknown seeds {unknown}; seeds: {', '.join(SEEDS)}")
+        return names
+
+    def space(self) -> SearchSpace:
+        return SearchSpace(ops=self.op_set(), max_nodes=self.max_nodes)
+
+    def evolution(self) -> EvolutionSettings:
+        return EvolutionSettings(
+            population_size=self.population_size,
+            tournament_size=self.tournament_size,
+            seed_mutations=self.seed_mutations,
+            random_graphs=self.random_graphs,
+            mutation_weights=dict(self.mutation_weights),
+        )
+
+    def candidate_limit(self) -> int | None:
+        if self.max_candidates is not None:
+            return self.max_candidates
+        return None if self.max_evaluations is None else 20 * self.max_evaluations
+
+
+@dataclass
+class TaskSpec:
+    """One proxy task, one objective: a task name (``configs/tasks/<task>.yaml``) or a YAML path,
+    with overrides written as in ``--set`` (``{train.steps: 100}``)."""
+
+    task: str = "generated_resnet"
+    set: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None  # the objective's label; default: the task's name
+
+
+@dataclass
+class ResourcesConfig:
+    address: str | None = None  # a Ray cluster ("auto", "HOST:6379"); default RAY_ADDRESS, else local
+    num_cpus: int | None = None  # CPUs of the local Ray instance (default: all of this machine)
+    num_gpus: int | None = None  # GPUs of the local Ray instance (default: those visible)
+    concurrency: int = 2  # candidates in flight at once
+    cpus_per_evaluation: float = 1.0
+    gpus_per_evaluation: float = 0.0  # fractional values pack several evaluations on one GPU
+    cpus_per_probe: float = 1.0
+    retries: int = 2  # re-runs of an evaluation whose worker process died
+    evaluation_timeout_s: float = 1800.0  # per training task
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("resources.concurrency must be at least 1")
+        if self.retries < 0 or self.evaluation_timeout_s <= 0:
+            raise ConfigError("resources.retries must be >= 0 and evaluation_timeout_s > 0")
+        if self.cpus_per_evaluation < 0 or self.gpus_per_evaluation < 0 or self.cpus_per_probe < 0:
+            raise ConfigError("resources: CPUs and GPUs per task must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+    search: SearchConfig = field(default_factory=SearchConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    tasks: list[TaskSpec] = field(default_factory=lambda: [TaskSpec()])
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"name {self.name!r} must be a plain directory name")
+        if not self.tasks:
+            raise ConfigError("tasks: at least one proxy task is needed")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def load_tasks(config: RunConfig) -> tuple[list[TaskConfig], list[str]]:
+    """The proxy tasks (each one objective) and their names; an unknown task or key fails here."""
+    tasks, names = [], []
+    for i, spec in enumerate(config.tasks):
+        overrides = [f"{key}={json.dumps(value)}" for key, value in spec.set.items()]  # JSON is YAML
+        try:
+            task = load_task(spec.task, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"tasks[{i}] ({spec.task}): {e}") from None
+        tasks.append(task)
+        names.append(spec.name or task.name)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tasks: objective names must differ, got {names}; set 'name:' on each task")
+    return tasks, names
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    return load_config(RunConfig, path, overrides)
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    keys = sorted(set(saved) | set(current))
+    out = []
+    for key in keys:
+        a, b = saved.get(key), current.get(key)
+        dotted = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(config_changes(a, b, dotted + "."))
+        elif a != b:
+            out.append(dotted)
+    return out
+
+
+def blocking_changes(saved: RunConfig, current: RunConfig) -> list[str]:
+    """Changes that would make a resumed run compute something else."""
+    changes = config_changes(to_dict(saved), to_dict(current))
+    return [c for c in changes if not c.startswith(RESUMABLE_CHANGES)]

@@ -1,0 +1,253 @@
+"""The search end to end on a real local Ray instance (loopback, no dashboard).
+
+Whole tiny searches: finished, with a worker killed mid-training, with the driver killed (-9) and
+resumed — compared against an uninterrupted run of the same seed — and bad configs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evosearch.cli import main
+from evosearch.runs import Status
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
+
+TINY_TASK = {
+    "train.steps": 6,
+    "train.log_every": 3,
+    "train.hurdle_step": None,
+    "dataset.train_size": 128,
+    "dataset.val_size": 64,
+    "model.depth": 8,
+}
+
+
+def write_config(
+    tmp_path: Path, name: str, *, evaluations: int = 5, concurrency: int = 2, steps: int = 6
+) -> Path:
+    config = {
+        "name": name,
+        "output_dir": str(tmp_path / "runs"),
+        "seed": 7,
+        "search": {
+            "population_size": 6,
+            "tournament_size": 3,
+            "max_evaluations": evaluations,
+            "seeds": ["bn_relu", "evonorm_s0", "gn_relu"],
+            "seed_mutations": 2,
+            "random_graphs": 2,
+        },
+        "probes": {"resnet_depth": 20},
+        "tasks": [{"task": "generated_resnet", "set": {**TINY_TASK, "train.steps": steps}}],
+        "resources": {"concurrency": concurrency, "num_cpus": 2},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def comparable(record: dict) -> dict:
+    """A record without what legitimately differs between runs: times and worker processes."""
+    out = {k: v for k, v in record.items() if k not in ("seconds", "finished_at", "probe")}
+    out["tasks"] = [
+        {k: v for k, v in t.items() if k not in ("wall_s", "images_per_s", "worker")} for t in record["tasks"]
+    ]
+    if record["probe"] is not None:
+        out["probe"] = {k: v for k, v in record["probe"].items() if k not in ("seconds", "worker")}
+    return out
+
+
+def run_cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "evosearch.cli", *argv], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_tiny_search_end_to_end(tmp_path, capsys):
+    config = write_config(tmp_path, "e2e")
+    code = main(["run", str(config), "--quiet", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads(out)
+    run_dir = tmp_path / "runs" / "e2e"
+    events = records(run_dir)
+    assert summary["evaluations"] == 5 == sum(e["status"] in ("trained", "hurdle", "failed") for e in events)
+    assert summary["candidates"] == len(events)
+    assert sorted(e["id"] for e in events) == list(range(len(events)))  # no id lost or repeated
+    statuses = {e["status"] for e in events}
+    assert statuses <= {s.value for s in Status}
+    seeds = [e for e in events if e["origin"] == "seed"]
+    assert {e["formula"] for e in seeds} >= {"x * sigmoid(v * x) / group_std(x)"}
+    for e in events:
+        if e["status"] == "rejected":
+            assert e["reasons"] and e["probe"]["passed"] is False and not e["tasks"]
+        if e["status"] == "trained":
+            assert len(e["scores"]) == 1 and 0 <= e["scores"][0] <= 1
+            assert e["tasks"][0]["exit_reason"] == "completed" and e["tasks"][0]["worker"]["pid"] > 0
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    assert checkpoint["evolution"]["pending"] == []
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["name"] == "e2e"
+    best = sorted(p.name for p in (run_dir / "best").iterdir())
+    assert (
+        "README.md" in best
+        and any(n.endswith(".py") for n in best)
+        and any(n.endswith(".yaml") for n in best)
+    )
+    assert summary["pareto_front"] and all("formula" in row for row in summary["pareto_front"])
+
+
+def test_existing_run_needs_resume_and_a_finished_run_resumes_to_no_work(tmp_path, capsys):
+    config = write_config(tmp_path, "again", evaluations=2)
+    assert main(["run", str(config), "--quiet"]) == 0
+    before = records(tmp_path / "runs" / "again")
+    capsys.readouterr()
+    assert main(["run", str(config), "--quiet"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "runs" / "again"), "--resume", "--quiet"]) == 0
+    assert records(tmp_path / "runs" / "again") == before  # nothing repeated
+    # a changed config is refused unless forced; a larger budget is a permitted change
+    assert main(["run", str(config), "--resume", "--quiet", "--set", "seed=8"]) == 1
+    assert "differs from the run's saved config in seed" in capsys.readouterr().err
+    assert main(["run", str(config), "--resume", "--quiet", "--set", "search.max_evaluations=3"]) == 0
+    after = records(tmp_path / "runs" / "again")
+    assert after[: len(before)] == before and sum(e["status"] != "rejected" for e in after) >= 3
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _processes_titled(prefix: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if cmdline.startswith(prefix):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_worker_killed_mid_training_is_retried(tmp_path):
+    config = write_config(tmp_path, "killworker", evaluations=3, concurrency=1, steps=150)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evosearch.cli", "run", str(config), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        (victim,) = _wait_for(lambda: _processes_titled("ray::train_on_task")[:1], 120, "a training worker")
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    events = records(tmp_path / "runs" / "killworker")
+    trained = [e for e in events if e["tasks"]]
+    assert len(trained) == 3
+    assert all(e["status"] == "trained" for e in trained), [e["reasons"] for e in trained]
+    assert victim not in {e["tasks"][0]["worker"]["pid"] for e in trained}  # the retry ran elsewhere
+
+
+def test_driver_killed_then_resumed_matches_an_uninterrupted_run(tmp_path):
+    straight = write_config(tmp_path, "straight", evaluations=5, concurrency=1)
+    result = run_cli("run", str(straight), "--quiet")
+    assert result.returncode == 0, result.stderr
+
+    killed = write_config(tmp_path, "killed", evaluations=5, concurrency=1)
+    run_dir = tmp_path / "runs" / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evosearch.cli", "run", str(killed), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        events = run_dir / "events.jsonl"
+        _wait_for(lambda: events.is_file() and len(events.read_text().splitlines()) >= 3, 180, "3 records")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, mid-run
+        proc.wait()
+    done_before = records(run_dir)
+    assert len(done_before) < len(records(tmp_path / "runs" / "straight"))
+
+    result = run_cli("run", str(run_dir), "--resume", "--quiet")
+    assert result.returncode == 0, result.stderr
+    resumed = records(run_dir)
+    expected = records(tmp_path / "runs" / "straight")
+    assert [r["id"] for r in resumed[: len(done_before)]] == [r["id"] for r in done_before]  # none lost
+    assert sorted(r["id"] for r in resumed) == list(range(len(resumed)))  # none repeated
+    # the same candidates with the same results in the same order: deterministic replay with one worker
+    assert [comparable(r) for r in resumed] == [comparable(r) for r in expected]
+    a = json.loads((tmp_path / "runs" / "straight" / "checkpoint.json").read_text())["evolution"]
+    b = json.loads((run_dir / "checkpoint.json").read_text())["evolution"]
+    assert [m["id"] for m in b["population"]] == [m["id"] for m in a["population"]]
+    assert [m["scores"] for m in b["population"]] == [m["scores"] for m in a["population"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"search": {"populaton_size": 5}}, "unknown key search.populaton_size; valid keys of search:"),
+        ({"search": {"population_size": "many"}}, "search.population_size must be an integer"),
+        ({"tasks": [{"task": "no_such_task"}]}, "unknown task 'no_such_task'"),
+        ({"tasks": [{"task": "generated_resnet", "set": {"train.stepz": 3}}]}, "unknown key train.stepz"),
+        ({"search": {"ops": ["add", "frobnicate"]}}, "unknown ops ['frobnicate']"),
+        ({"search": {"seeds": ["bn_relu", "nope"]}}, "unknown seeds ['nope']"),
+        ({"resources": {"concurrency": 0}}, "resources.concurrency must be at least 1"),
+        (
+            {"tasks": [{"task": "cifar10_resnet20", "set": {"dataset.path": "/nonexistent/cifar"}}]},
+            "CIFAR-10 not found",
+        ),
+    ],
+)
+def test_bad_configs_fail_before_any_work_with_one_line(tmp_path, capsys, change, message):
+    path = write_config(tmp_path, "bad")
+    data = yaml.safe_load(path.read_text())
+    for key, value in change.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(data))
+    code = main(["run", str(path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs" / "bad").exists()  # nothing was started
+
+
+def test_malformed_yaml_and_missing_config(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search: {population_size: [1, 2\n")
+    assert main(["run", str(bad)]) == 1
+    assert "malformed YAML" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 1
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["run", str(tmp_path), "--quiet"]) == 1
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "nothing"), "--resume"]) == 1
+    assert "config file not found" in capsys.readouterr().err
