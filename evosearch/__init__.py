@@ -13,6 +13,7 @@ from evosearch.graph import LayerGraph, Node
 from evosearch.graph_io import dump_graph, graph_from_dict, load_graph, save_graph
 from evosearch.seeds import SEEDS, seed_graph, seed_names
 from evosearch.sources import resolve_source
+from evosearch.swap import SwapReport, swap_norm_act
 
 __all__ = [
     "SEEDS",
@@ -22,6 +23,7 @@ __all__ = [
     "LayerGraph",
     "Node",
     "SourceError",
+    "SwapReport",
     "__version__",
     "build_layer",
     "compile_layer",
@@ -35,4 +37,5 @@ __all__ = [
     "save_graph",
     "seed_graph",
     "seed_names",
+    "swap_norm_act",
 ]

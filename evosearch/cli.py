@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from evosearch import __version__
-from evosearch.commands import data, layers, probe, run, train
+from evosearch.commands import data, layers, probe, report, run, train
 from evosearch.errors import EvosearchError
 
-COMMAND_GROUPS = (layers, data, probe, train, run)
+COMMAND_GROUPS = (layers, data, probe, train, run, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

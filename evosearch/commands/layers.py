@@ -6,11 +6,14 @@ import argparse
 from pathlib import Path
 
 from evosearch.codegen import class_name_for, export_layer
+from evosearch.errors import EvosearchError
 from evosearch.output import emit
+from evosearch.runs import RunDirectory, export_records, rank_records
 from evosearch.seeds import SEEDS, seed_graph
 from evosearch.sources import resolve_source
 
 SOURCE_HELP = "a seed name (see 'evosearch seeds'), a graph file (.yaml), or a formula in quotes"
+DEFAULT_TOP = 5
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -24,10 +27,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=show)
 
-    p = commands.add_parser("export", help="write a layer as a standalone PyTorch module file")
-    p.add_argument("source", help=SOURCE_HELP)
-    p.add_argument("--out", required=True, type=Path, help="the .py file to write")
+    p = commands.add_parser(
+        "export",
+        help="write a layer as a standalone PyTorch module file, or a run's top layers into a directory",
+    )
+    p.add_argument("source", help=f"{SOURCE_HELP}; or a run directory")
+    p.add_argument("--out", required=True, type=Path, help="the .py file to write; for a run, a directory")
     p.add_argument("--class-name", help="class name (default: the layer's name in CamelCase)")
+    p.add_argument("--top", type=int, help=f"for a run: how many layers, best first (default {DEFAULT_TOP})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=export)
 
@@ -71,6 +78,10 @@ def show(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
+    if Path(args.source).is_dir():
+        return export_run(args)
+    if args.top is not None:
+        raise EvosearchError("--top applies to a run directory only")
     graph = resolve_source(args.source)
     class_name = args.class_name or class_name_for(graph)
     path = export_layer(graph, args.out, class_name)
@@ -78,4 +89,35 @@ def export(args: argparse.Namespace) -> int:
         {"path": str(path), "class_name": class_name, "formula": graph.formula()},
         as_json=args.json,
     )
+    return 0
+
+
+def export_run(args: argparse.Namespace) -> int:
+    """A run's top layers, ranked (the Pareto front first): for each a graph file and a standalone
+    module in ``--out``, and a README table of their scores and formulas."""
+    top = DEFAULT_TOP if args.top is None else args.top
+    if top < 1:
+        raise EvosearchError(f"--top must be at least 1, got {top}")
+    if args.class_name:
+        raise EvosearchError("--class-name applies to one layer; a run's layers are named Candidate<id>")
+    run = RunDirectory(args.source)
+    objectives = run.objectives()  # also: a clear error where SOURCE is not a run directory
+    records = rank_records(run.read_events())[:top]
+    if not records:
+        raise EvosearchError(f"{run.path}: no trained candidate yet")
+    stems = export_records(
+        records, args.out, objectives, title=f"Top {len(records)} layers of {run.path.name}"
+    )
+    rows = [
+        {
+            "rank": rank,
+            "id": r.id,
+            **dict(zip(objectives, r.scores, strict=False)),
+            "graph": str(args.out / f"{stem}.yaml"),
+            "module": str(args.out / f"{stem}.py"),
+            "formula": r.formula,
+        }
+        for rank, (r, stem) in enumerate(zip(records, stems, strict=True))
+    ]
+    emit(rows, as_json=args.json, columns=["rank", "id", *objectives, "module", "formula"])
     return 0

@@ -1,0 +1,120 @@
+"""Run analysis commands: ``report`` (plots and an HTML page of a run) and ``rerank`` (train the best
+layers again, longer or on held-out tasks, with several seeds)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from evosearch.errors import EvosearchError
+from evosearch.output import emit
+
+if TYPE_CHECKING:
+    from evosearch.rerank import TaskScores
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "report",
+        help="write report.html and plots of a run (finished, running or interrupted)",
+        description="Write RUN/report.html (self-contained) and RUN/plots/*.png: best accuracy per "
+        "objective, the Pareto front of the last population, rejections by reason, probe values "
+        "against proxy accuracy, and the top layers.",
+    )
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--top", type=int, default=10, help="rows of the top-layers table (default 10)")
+    p.add_argument("--json", action="store_true", help="print the report's numbers as JSON")
+    p.set_defaults(handler=report)
+
+    p = commands.add_parser(
+        "rerank",
+        help="train a run's top layers and reference seeds with several seeds; mean ± std",
+        description="Train the run's top K layers and the reference seeds once per task and seed on Ray "
+        "workers; write RUN/rerank/<task>.json and print mean ± std of top-1 accuracy.",
+    )
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--top", type=int, default=5, help="how many of the run's layers, best first (default 5)")
+    p.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="NAME_OR_FILE",
+        help="a task name or .yaml file, repeatable (default: the run's own tasks)",
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a task key")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per layer and task (default 3)")
+    p.add_argument(
+        "--reference-seeds",
+        default="bn_relu,gn_relu,evonorm_b0,evonorm_s0",
+        metavar="NAMES",
+        help="seed layers trained as a reference, comma-separated ('' for none)",
+    )
+    p.add_argument("--address", help="Ray cluster address (default: the run's, RAY_ADDRESS, else local)")
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=rerank)
+
+
+def report(args: argparse.Namespace) -> int:
+    from evosearch.report import write_report  # matplotlib loads only for this command
+
+    written = write_report(args.run, top=args.top)
+    if args.json:
+        paths = {"html": str(written.html), "plots": {k: str(v) for k, v in written.plots.items()}}
+        emit({**written.report.to_json(), "files": paths}, as_json=True)
+        return 0
+    r = written.report
+    emit(
+        {
+            "report": str(written.html),
+            "plots": ", ".join(str(p) for p in written.plots.values()),
+            "candidates": r.candidates,
+            "evaluations": r.evaluations,
+            "statuses": r.statuses,
+            "rejections": r.rejections or "none",
+            "best": {name: curve[-1] for name, curve in r.best.items() if curve and curve[-1] is not None},
+            "probe correlations": {c.metric: c.spearman for c in r.probes if c.spearman is not None},
+        },
+        as_json=False,
+    )
+    return 0
+
+
+def rerank(args: argparse.Namespace) -> int:
+    from evosearch.rerank import rerank as run_rerank  # Ray loads only for this command
+
+    if args.top < 1:
+        raise EvosearchError(f"--top must be at least 1, got {args.top}")
+    references = [name.strip() for name in args.reference_seeds.split(",") if name.strip()]
+    result = run_rerank(
+        args.run,
+        top=args.top,
+        seeds=args.seeds,
+        tasks=args.task,
+        overrides=args.set,
+        references=references,
+        address=args.address,
+        log=None if args.quiet else _log,
+    )
+    if args.json:
+        emit(result.to_json(), as_json=True)
+        return 0
+    rows = [
+        {"layer": row.label, "kind": row.kind, **{name: _mean_std(row.tasks[name]) for name in result.tasks}}
+        for row in result.rows
+    ]
+    emit(rows, as_json=False)
+    print(f"\nresults: {', '.join(result.files)}")
+    return 0
+
+
+def _log(line: str) -> None:
+    print(f"rerank: {line}", file=sys.stderr, flush=True)
+
+
+def _mean_std(scores: TaskScores) -> str:
+    if scores.mean is None:
+        return f"failed ({', '.join(sorted(set(scores.exits)))})"
+    std = "–" if scores.std is None else f"{scores.std:.4f}"
+    return f"{scores.mean:.4f} ± {std} (n={scores.n})"

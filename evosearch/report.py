@@ -1,0 +1,463 @@
+"""``evosearch report RUN``: the numbers of a run, its plots, and one self-contained HTML page.
+
+:func:`collect` reads a run directory into a :class:`RunReport` (plain data: ``--json`` prints it);
+:func:`write_report` renders the plots as PNG files into ``RUN/plots/`` and ``RUN/report.html`` with
+the same images embedded as data URIs, so the page can be mailed or archived alone.
+
+A run may be read while it is still going or after it was interrupted: the event log is read once and
+a torn last line is dropped (:meth:`RunDirectory.read_events`); a missing checkpoint only means the
+"last population" falls back to every trained candidate. Figures are drawn with matplotlib's
+object-oriented API on the Agg canvas, never through pyplot, so a report changes no global state and
+needs no display.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from evosearch.errors import EvosearchError
+from evosearch.graph_io import atomic_write_text
+from evosearch.runs import CandidateRecord, RunDirectory, Status, pareto_front, rank_records
+
+REPORT_FILE = "report.html"
+PLOTS_DIR = "plots"
+EVALUATED = (Status.TRAINED, Status.HURDLE, Status.FAILED)
+SCORED = (Status.TRAINED, Status.HURDLE)
+
+
+@dataclass
+class SeedScore:
+    """A seed layer's accuracies: the reference the search has to beat."""
+
+    name: str
+    id: int
+    scores: list[float]
+
+
+@dataclass
+class PopulationPoint:
+    id: int
+    scores: list[float]
+    on_front: bool
+
+
+@dataclass
+class ProbeCorrelation:
+    """One probe metric against proxy accuracy (the mean score over tasks) of the trained candidates:
+    Spearman's rank correlation, None where fewer than three points or a constant side."""
+
+    metric: str
+    spearman: float | None
+    n: int
+    points: list[list[float]]  # [metric value, accuracy]
+
+
+@dataclass
+class TopRow:
+    rank: int
+    id: int
+    name: str
+    origin: str
+    status: str
+    on_front: bool
+    scores: dict[str, float]
+    probe: dict[str, float]
+    formula: str
+
+
+@dataclass
+class RunReport:
+    run_dir: str
+    name: str
+    objectives: list[str]
+    candidates: int
+    evaluations: int
+    budget: int | None
+    pending: int | None  # proposals in flight at the last checkpoint; None without a checkpoint
+    statuses: dict[str, int]
+    best: dict[str, list[float | None]]  # per objective: best accuracy after each evaluation
+    seeds: list[SeedScore]
+    population_source: str  # "checkpoint" or "all trained candidates"
+    population: list[PopulationPoint]
+    rejections: dict[str, int]
+    rejection_events: list[tuple[int, str]]  # (candidate index in finishing order, first reason)
+    probes: list[ProbeCorrelation]
+    top: list[TopRow]
+    generated_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- collecting ---------------------------------------------------------------------------------
+
+
+def collect(path: str | Path, top: int = 10) -> RunReport:
+    """The report's numbers for the run at ``path``; ``top`` rows of the ranking table."""
+    if top < 1:
+        raise EvosearchError(f"--top must be at least 1, got {top}")
+    run = RunDirectory(path)
+    config = run.read_config()  # also: a clear error where path is not a run directory
+    objectives = run.objectives()
+    records = run.read_events()
+    checkpoint = run.load_checkpoint()
+    population, source = _last_population(records, checkpoint)
+    front_ids = {r.id for r in pareto_front(population)}
+    rejected = [(i, _reason(r)) for i, r in enumerate(records) if r.status is Status.REJECTED]
+    return RunReport(
+        run_dir=str(run.path),
+        name=config.name,
+        objectives=objectives,
+        candidates=len(records),
+        evaluations=sum(r.status in EVALUATED for r in records),
+        budget=config.search.max_evaluations,
+        pending=None if checkpoint is None else len(checkpoint["evolution"]["pending"]),
+        statuses=dict(Counter(r.status.value for r in records)),
+        best=_best_curves(records, objectives),
+        seeds=[
+            SeedScore(r.graph["name"], r.id, list(r.scores))
+            for r in records
+            if r.origin == "seed" and r.status is Status.TRAINED and r.scores
+        ],
+        population_source=source,
+        population=[PopulationPoint(r.id, list(r.scores), r.id in front_ids) for r in _scored(population)],
+        rejections=dict(Counter(reason for _, reason in rejected).most_common()),
+        rejection_events=rejected,
+        probes=_probe_correlations(records),
+        top=_top_rows(records, objectives, top),
+    )
+
+
+def _scored(records: list[CandidateRecord]) -> list[CandidateRecord]:
+    return [r for r in records if r.status in SCORED and r.scores]
+
+
+def _last_population(
+    records: list[CandidateRecord], checkpoint: dict[str, Any] | None
+) -> tuple[list[CandidateRecord], str]:
+    """The population of the last checkpoint, as records; without a checkpoint, every trained record.
+    A member whose record is not read yet (the run is still writing it) is left out."""
+    if checkpoint is None:
+        return _scored(records), "all trained candidates"
+    by_id = {r.id: r for r in records}
+    ids = [m["id"] for m in checkpoint["evolution"]["population"]]
+    return [by_id[i] for i in ids if i in by_id], "checkpoint"
+
+
+def _reason(record: CandidateRecord) -> str:
+    """The first reason's metric, as the search's progress line counts them."""
+    return record.reasons[0].split(":")[0] if record.reasons else "unknown"
+
+
+def _best_curves(records: list[CandidateRecord], objectives: list[str]) -> dict[str, list[float | None]]:
+    """Per objective, the best accuracy of a completed training after each evaluation."""
+    curves: dict[str, list[float | None]] = {name: [] for name in objectives}
+    for record in (r for r in records if r.status in EVALUATED):
+        for k, name in enumerate(objectives):
+            previous = curves[name][-1] if curves[name] else None
+            score = record.scores[k] if record.status is Status.TRAINED and record.scores else None
+            candidates = [v for v in (previous, score) if v is not None and math.isfinite(v)]
+            curves[name].append(max(candidates) if candidates else None)
+    return curves
+
+
+def probe_metrics(record: CandidateRecord) -> dict[str, float]:
+    """The record's scalar probe metrics (numbers, not flags, profiles or the fingerprint)."""
+    metrics = (record.probe or {}).get("metrics", {})
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def _probe_correlations(records: list[CandidateRecord]) -> list[ProbeCorrelation]:
+    trained = [r for r in records if r.status is Status.TRAINED and r.scores]
+    points: dict[str, list[list[float]]] = {}
+    for record in trained:
+        accuracy = float(np.mean(record.scores))
+        for metric, value in probe_metrics(record).items():
+            points.setdefault(metric, []).append([value, accuracy])
+    return [
+        ProbeCorrelation(metric, spearman([p[0] for p in pts], [p[1] for p in pts]), len(pts), pts)
+        for metric, pts in sorted(points.items())
+    ]
+
+
+def _top_rows(records: list[CandidateRecord], objectives: list[str], top: int) -> list[TopRow]:
+    front_ids = {r.id for r in pareto_front(records)}
+    return [
+        TopRow(
+            rank=rank,
+            id=r.id,
+            name=r.graph["name"],
+            origin=r.origin,
+            status=r.status.value,
+            on_front=r.id in front_ids,
+            scores=dict(zip(objectives, r.scores, strict=False)),
+            probe=probe_metrics(r),
+            formula=r.formula,
+        )
+        for rank, r in enumerate(rank_records(records)[:top])
+    ]
+
+
+def rank_values(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, tied values sharing their average rank."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=float)
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (the Pearson correlation of the tie-averaged ranks); None where it
+    is undefined: fewer than three pairs, or one side constant."""
+    if len(x) < 3:
+        return None
+    rx, ry = rank_values(np.asarray(x, dtype=float)), rank_values(np.asarray(y, dtype=float))
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+# ---- plots --------------------------------------------------------------------------------------
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _integer_x(axes) -> None:
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _no_data(axes, text: str) -> None:
+    axes.text(0.5, 0.5, text, ha="center", va="center", transform=axes.transAxes, color="gray")
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def plot_best(report: RunReport) -> bytes:
+    """Best accuracy per objective against evaluations, the seeds' accuracies as dashed lines."""
+    count = len(report.objectives)
+    figure = Figure(figsize=(6.5, 3.2 * count))
+    for k, (name, curve) in enumerate(report.best.items()):
+        axes = figure.add_subplot(count, 1, k + 1)
+        steps = [(i + 1, v) for i, v in enumerate(curve) if v is not None]
+        if not steps:
+            _no_data(axes, "no completed training yet")
+            axes.set_title(name)
+            continue
+        xs, ys = zip(*steps, strict=True)
+        axes.step([*xs, len(curve)], [*ys, ys[-1]], where="post", color="C0", label="best so far")
+        for j, seed in enumerate(report.seeds):
+            axes.axhline(seed.scores[k], color=f"C{j + 1}", linestyle="--", linewidth=1, label=seed.name)
+        axes.set_title(name)
+        axes.set_xlabel("evaluations")
+        _integer_x(axes)
+        axes.set_ylabel("top-1 accuracy")
+        axes.legend(fontsize="small", loc="lower right")
+    return _png(figure)
+
+
+def plot_pareto(report: RunReport) -> bytes:
+    """The last population on the first two objectives (one objective: sorted by score), the front
+    highlighted."""
+    figure = Figure(figsize=(6.5, 4.5))
+    axes = figure.add_subplot()
+    points = report.population
+    axes.set_title(f"last population ({report.population_source}); front in red")
+    if not points:
+        _no_data(axes, "no trained candidate yet")
+        return _png(figure)
+    if len(report.objectives) >= 2:
+        xs, ys = [p.scores[0] for p in points], [p.scores[1] for p in points]
+        axes.set_xlabel(report.objectives[0])
+        axes.set_ylabel(report.objectives[1])
+    else:
+        points = sorted(points, key=lambda p: -p.scores[0])
+        xs, ys = list(range(1, len(points) + 1)), [p.scores[0] for p in points]
+        axes.set_xlabel("rank in the population")
+        _integer_x(axes)
+        axes.set_ylabel(report.objectives[0])
+    colors = ["C3" if p.on_front else "C7" for p in points]
+    axes.scatter(xs, ys, c=colors, s=28)
+    for x, y, p in zip(xs, ys, points, strict=True):
+        if p.on_front:
+            axes.annotate(str(p.id), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    return _png(figure)
+
+
+def plot_rejections(report: RunReport) -> bytes:
+    """Cumulative rejections per reason against candidates finished."""
+    figure = Figure(figsize=(6.5, 3.5))
+    axes = figure.add_subplot()
+    axes.set_title("rejections by reason")
+    if not report.rejection_events:
+        _no_data(axes, "no rejections")
+        return _png(figure)
+    for reason in report.rejections:
+        xs = [i + 1 for i, r in report.rejection_events if r == reason]
+        axes.step(
+            [0, *xs, report.candidates], [0, *range(1, len(xs) + 1), len(xs)], where="post", label=reason
+        )
+    axes.set_xlabel("candidates finished")
+    _integer_x(axes)
+    axes.set_ylabel("rejected (cumulative)")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(fontsize="small", loc="upper left")
+    return _png(figure)
+
+
+def plot_probes(report: RunReport) -> bytes:
+    """Each probe metric against proxy accuracy, with Spearman's rank correlation in the title."""
+    shown = report.probes
+    columns = 3
+    rows = max(1, math.ceil(len(shown) / columns))
+    figure = Figure(figsize=(4 * columns, 3.2 * rows))
+    if not shown:
+        _no_data(figure.add_subplot(), "no trained candidate with probe values yet")
+        return _png(figure)
+    for k, correlation in enumerate(shown):
+        axes = figure.add_subplot(rows, columns, k + 1)
+        xs, ys = zip(*correlation.points, strict=True)
+        axes.scatter(xs, ys, s=16)
+        if min(xs) > 0 and max(xs) / min(xs) > 100:
+            axes.set_xscale("log")
+        rho = "n/a" if correlation.spearman is None else f"{correlation.spearman:+.2f}"
+        axes.set_title(f"{correlation.metric}: ρ = {rho} (n = {correlation.n})", fontsize=10)
+        axes.set_ylabel("proxy accuracy")
+    figure.tight_layout()
+    return _png(figure)
+
+
+# ---- HTML ---------------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+code { font-size: 0.95em; }
+img { max-width: 100%; display: block; margin: 1em 0; }
+"""
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def render_html(report: RunReport, images: dict[str, bytes]) -> str:
+    """One page, the images inline: nothing it shows lives outside the file."""
+    e = html.escape
+    budget = f" of {report.budget}" if report.budget else ""
+    pending = "no checkpoint" if report.pending is None else f"{report.pending} in flight at the checkpoint"
+    summary = _table(
+        ["candidates", "evaluations", "statuses", "state"],
+        [
+            [
+                str(report.candidates),
+                f"{report.evaluations}{budget}",
+                e(", ".join(f"{k} {v}" for k, v in report.statuses.items()) or "none"),
+                e(pending),
+            ]
+        ],
+    )
+    correlations = _table(
+        ["probe metric", "Spearman ρ vs. proxy accuracy", "n"],
+        [[e(c.metric), _number(c.spearman), str(c.n)] for c in report.probes],
+    )
+    metrics = sorted({m for row in report.top for m in row.probe})
+    top = _table(
+        ["rank", "id", "layer", "origin", "front", *report.objectives, *metrics, "formula"],
+        [
+            [
+                str(r.rank),
+                str(r.id),
+                e(r.name),
+                e(r.origin),
+                "yes" if r.on_front else "",
+                *(_number(r.scores.get(o)) for o in report.objectives),
+                *(_number(r.probe.get(m)) for m in metrics),
+                f"<code>{e(r.formula)}</code>",
+            ]
+            for r in report.top
+        ],
+    )
+    figures = {
+        name: f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        for name, data in images.items()
+    }
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>evosearch report: {e(report.name)}</title>
+<style>{_CSS}</style></head><body>
+<h1>Run {e(report.name)}</h1>
+<p>{e(report.run_dir)}, read {e(report.generated_at)}.</p>
+{summary}
+<h2>Best accuracy per objective</h2>
+<p>The best completed training after each evaluation; dashed lines: the seed layers.</p>
+{figures["best"]}
+<h2>Pareto front of the last population</h2>
+{figures["pareto"]}
+<h2>Rejections by reason</h2>
+{figures["rejections"]}
+<h2>Do the at-initialization probes predict trained quality?</h2>
+<p>Each probe metric against the mean proxy accuracy of the trained candidates.</p>
+{correlations}
+{figures["probes"]}
+<h2>Top {len(report.top)} layers</h2>
+<p>The Pareto front first (by mean score), then the others by mean score.</p>
+{top}
+</body></html>
+"""
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrittenReport:
+    report: RunReport
+    html: Path
+    plots: dict[str, Path]
+
+
+def write_report(path: str | Path, top: int = 10) -> WrittenReport:
+    """Collect the run's numbers, write ``plots/*.png`` and ``report.html`` into the run."""
+    report = collect(path, top)
+    images = {
+        "best": plot_best(report),
+        "pareto": plot_pareto(report),
+        "rejections": plot_rejections(report),
+        "probes": plot_probes(report),
+    }
+    plots_dir = Path(path) / PLOTS_DIR
+    plots_dir.mkdir(exist_ok=True)
+    plots = {}
+    for name, data in images.items():
+        plots[name] = plots_dir / f"{name}.png"
+        plots[name].write_bytes(data)
+    page = atomic_write_text(Path(path) / REPORT_FILE, render_html(report, images))
+    return WrittenReport(report, page, plots)

@@ -1,0 +1,251 @@
+"""``evosearch rerank RUN``: EvoNorm's last step — train the best layers of a search again, longer or
+on a held-out task, with several seeds each, next to the hand-designed seeds as a reference.
+
+A proxy score is one short run with one seed; the ranking it gives is noisy. Reranking trains each of
+the top K layers (and each reference seed) once per (task, seed) on the same Ray workers the search
+uses, and records the mean and standard deviation of the final top-1 accuracy. Every task's results
+go to ``RUN/rerank/<task>.json``, replaced atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.exceptions
+import yaml
+
+from evosearch.config import ConfigError, to_dict
+from evosearch.driver import TRAINED_EXITS, _start_ray
+from evosearch.errors import EvosearchError
+from evosearch.graph_io import atomic_write_text, graph_to_dict
+from evosearch.run_config import RunConfig, TaskSpec, load_tasks
+from evosearch.runs import RunDirectory, rank_records
+from evosearch.seeds import seed_graph
+from evosearch.tasks.datasets import load_dataset
+from evosearch.tasks.train import TaskConfig
+from evosearch.workers import pack_data, train_remote
+
+RERANK_DIR = "rerank"
+REFERENCE_SEEDS = ("bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0")
+
+
+@dataclass
+class Layer:
+    """A layer to train: one of the run's top candidates, or a reference seed."""
+
+    label: str
+    kind: str  # "candidate" or "reference"
+    id: int | None
+    formula: str
+    graph: dict[str, Any]
+
+
+@dataclass
+class TaskScores:
+    """One layer on one task: the top-1 accuracy of every seed whose training ran (completed or hit
+    the time limit), how each run ended, and their mean and sample standard deviation (None for
+    fewer than two)."""
+
+    top1: list[float]
+    exits: list[str]
+    mean: float | None
+    std: float | None
+
+    @property
+    def n(self) -> int:
+        return len(self.top1)
+
+
+@dataclass
+class RerankRow:
+    label: str
+    kind: str
+    id: int | None
+    formula: str
+    tasks: dict[str, TaskScores] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for name, scores in self.tasks.items():
+            data["tasks"][name]["n"] = scores.n
+        return data
+
+
+@dataclass
+class RerankResult:
+    run_dir: str
+    tasks: list[str]
+    seeds: int  # per layer and task: train.seed, train.seed + 1, ...
+    rows: list[RerankRow]
+    files: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "rows": [r.to_json() for r in self.rows]}
+
+
+def select_layers(run: RunDirectory, top: int, references: list[str]) -> list[Layer]:
+    """The run's ``top`` best trained layers, then the reference seeds not among them already."""
+    if top < 1:
+        raise EvosearchError(f"--top must be at least 1, got {top}")
+    ranked = rank_records(run.read_events())[:top]
+    if not ranked:
+        raise EvosearchError(f"{run.path}: no trained candidate yet")
+    layers = [Layer(r.graph["name"], "candidate", r.id, r.formula, r.graph) for r in ranked]
+    hashes = {r.structural_hash for r in ranked}
+    for name in references:
+        graph = seed_graph(name)
+        if graph.structural_hash() not in hashes:
+            layers.append(Layer(name, "reference", None, graph.formula(), graph_to_dict(graph)))
+    return layers
+
+
+def resolve_tasks(
+    config: RunConfig, tasks: list[str], overrides: list[str]
+) -> tuple[list[TaskConfig], list[str]]:
+    """The named tasks (files or shipped names), or by default the run's own tasks as it trained them;
+    ``overrides`` (``key=value``) apply to each on top."""
+    extra = _flat_overrides(overrides)
+    specs = [TaskSpec(task=t) for t in tasks] or config.tasks
+    specs = [dataclasses.replace(spec, set={**spec.set, **extra}) for spec in specs]
+    return load_tasks(dataclasses.replace(config, tasks=specs))
+
+
+def _flat_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["train.steps=200"]`` → ``{"train.steps": 200}``, the form of a run config's task ``set``."""
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = text
+    return out
+
+
+def rerank(
+    run_dir: str | Path,
+    *,
+    top: int = 5,
+    seeds: int = 3,
+    tasks: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    references: Sequence[str] = REFERENCE_SEEDS,
+    address: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RerankResult:
+    """Train the top layers and the references ``seeds`` times on each task; write and return the
+    table. Training seeds are the task's ``train.seed`` plus 0, 1, ... ``log`` hears one line once
+    everything is checked, before the training starts."""
+    if seeds < 1:
+        raise EvosearchError(f"--seeds must be at least 1, got {seeds}")
+    run = RunDirectory(run_dir)
+    config = run.read_config()
+    if address:
+        config = dataclasses.replace(config, resources=dataclasses.replace(config.resources, address=address))
+    layers = select_layers(run, top, list(references))
+    task_configs, names = resolve_tasks(config, list(tasks), list(overrides))
+    packed = _load_datasets(task_configs)  # missing data fails here, before Ray starts
+    if log is not None:
+        log(
+            f"training {len(layers)} layers x {len(names)} tasks x {seeds} seeds "
+            f"= {len(layers) * len(names) * seeds} runs"
+        )
+    owns_ray = _start_ray(config)
+    try:
+        results = _train_all(config, layers, task_configs, packed, seeds)
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    rows = [RerankRow(layer.label, layer.kind, layer.id, layer.formula) for layer in layers]
+    for (i, k), runs in results.items():
+        rows[i].tasks[names[k]] = _scores(runs)
+    files = [
+        _write_task(run, name, task, seeds, rows) for name, task in zip(names, task_configs, strict=True)
+    ]
+    return RerankResult(str(run.path), names, seeds, rows, files)
+
+
+def _load_datasets(tasks: list[TaskConfig]) -> list[dict[str, Any]]:
+    """Each task's dataset packed for the object store; a dataset two tasks share loads once."""
+    packed: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        key = repr(to_dict(task.dataset))
+        if key not in packed:
+            packed[key] = pack_data(load_dataset(task.dataset))
+    return [packed[repr(to_dict(task.dataset))] for task in tasks]
+
+
+def _train_all(
+    config: RunConfig, layers: list[Layer], tasks: list[TaskConfig], packed: list[dict[str, Any]], seeds: int
+) -> dict[tuple[int, int], list[dict[str, Any]]]:
+    """Every (layer, task, seed) training on the workers; results by (layer index, task index)."""
+    resources = config.resources
+    put: dict[int, ray.ObjectRef] = {}
+    for data in packed:  # into the object store once each, shared by every training
+        if id(data) not in put:
+            put[id(data)] = ray.put(data)
+    data_refs = [put[id(data)] for data in packed]
+    refs: dict[tuple[int, int], list[ray.ObjectRef]] = {}
+    for i, layer in enumerate(layers):
+        for k, (task, data_ref) in enumerate(zip(tasks, data_refs, strict=True)):
+            refs[i, k] = [
+                train_remote.options(
+                    num_cpus=resources.cpus_per_evaluation,
+                    num_gpus=resources.gpus_per_evaluation,
+                    max_retries=resources.retries,
+                    retry_exceptions=False,
+                ).remote(layer.graph, _with_seed(task, task.train.seed + s), data_ref, _threads(config))
+                for s in range(seeds)
+            ]
+    return {key: [_get(ref) for ref in task_refs] for key, task_refs in refs.items()}
+
+
+def _with_seed(task: TaskConfig, seed: int) -> TaskConfig:
+    return dataclasses.replace(task, train=dataclasses.replace(task.train, seed=seed))
+
+
+def _threads(config: RunConfig) -> int:
+    return max(1, int(config.resources.cpus_per_evaluation))
+
+
+def _get(ref: ray.ObjectRef) -> dict[str, Any]:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:  # a crashed worker is one failed seed, not a failed rerank
+        return {"exit_reason": f"error: {type(e).__name__}"}
+
+
+def _scores(runs: list[dict[str, Any]]) -> TaskScores:
+    exits = [str(r.get("exit_reason", "error")) for r in runs]
+    top1 = [
+        float(r["top1"])
+        for r, e in zip(runs, exits, strict=True)
+        if e in TRAINED_EXITS and r.get("top1") is not None
+    ]
+    mean = float(np.mean(top1)) if top1 else None
+    std = float(np.std(top1, ddof=1)) if len(top1) >= 2 else None
+    return TaskScores(top1, exits, mean, std)
+
+
+def _write_task(run: RunDirectory, name: str, task: TaskConfig, seeds: int, rows: list[RerankRow]) -> str:
+    layers = []
+    for row in rows:
+        data = row.to_json()
+        layers.append({**{k: v for k, v in data.items() if k != "tasks"}, **data["tasks"][name]})
+    data = {
+        "task": name,
+        "config": to_dict(task),
+        "seeds": [task.train.seed + s for s in range(seeds)],
+        "layers": layers,
+    }
+    path = run.path / RERANK_DIR / f"{name}.json"
+    return str(atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n"))
