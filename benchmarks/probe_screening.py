@@ -26,6 +26,9 @@ from evosearch.config import load_config
 from evosearch.mutation import SearchSpace, random_graph
 from evosearch.probes import ProbeConfig, ProbeResult, probe_layer
 from evosearch.seeds import SEEDS, seed_graph
+from evosearch.tasks.datasets import load_dataset
+from evosearch.tasks.tasks import load_task
+from evosearch.tasks.train import train_candidate
 
 
 @dataclass
@@ -57,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random graphs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--config", help="a YAML file with a 'probes:' section")
+    parser.add_argument("--task", default="generated_resnet", help="proxy task of the reference evaluation")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. probes.seed=1")
     args = parser.parse_args()
     config = load_config(_Config, args.config, args.set).probes
@@ -84,6 +88,15 @@ def main() -> None:
     fingerprints = Counter(r.metrics.get("fingerprint") for r in results)
     print(f"distinct fingerprints {len(fingerprints)}/{len(results)}")
     report("random graphs", results)
+
+    # The figure that matters for the search: probing must cost little next to one proxy evaluation.
+    task = load_task(args.task)
+    evaluation = train_candidate(seed_graph("bn_relu"), task, load_dataset(task.dataset))
+    probe_median = statistics.median(r.seconds for r in results)
+    print(
+        f"\none proxy evaluation ({task.name}, bn_relu): {evaluation.wall_s:.1f} s; "
+        f"median probe / evaluation = {probe_median / evaluation.wall_s:.4f} (target <= 0.02)"
+    )
     print(f"\ntotal {time.perf_counter() - start:.1f} s")
 
 
