@@ -144,20 +144,6 @@ class ProbeResult:
         return dataclasses.asdict(self)
 
 
-class _Timeout(Exception):
-    """Raised inside probing when the time limit has passed."""
-
-
-@dataclass(frozen=True)
-class _Deadline:
-    at: float
-
-    def check(self, *_hook_args) -> None:
-        """Also a forward pre-hook: called before every slot runs."""
-        if time.perf_counter() > self.at:
-            raise _Timeout
-
-
 def probe_layer(
     graph: LayerGraph,
     config: ProbeConfig | None = None,

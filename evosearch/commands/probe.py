@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evosearch.commands import add_set_option
 from evosearch.commands.layers import SOURCE_HELP
 from evosearch.config import load_config
 from evosearch.output import emit
@@ -37,20 +38,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("probe", help="probe layers at initialization: pass or reject, with the reasons")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("--config", type=Path, help="a YAML file with a 'probes:' section")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a configuration key, e.g. probes.batch_size=8 (repeatable)",
-    )
+    add_set_option(p, "probes.batch_size=8")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=probe)
 
 
 def probe(args: argparse.Namespace) -> int:
-    config = load_config(ProbeCommandConfig, args.config, args.overrides).probes
+    config = load_config(ProbeCommandConfig, args.config, args.set).probes
     graphs = [(source, resolve_source(source)) for source in args.sources]  # bad input fails first
     records = [{"source": source, **probe_layer(graph, config).to_json()} for source, graph in graphs]
     if args.json:

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from evosearch.commands import add_set_option
 from evosearch.errors import EvosearchError
 from evosearch.output import emit
 
@@ -42,7 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="NAME_OR_FILE",
         help="a task name or .yaml file, repeatable (default: the run's own tasks)",
     )
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a task key")
+    add_set_option(p, "train.steps=2000")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per layer and task (default 3)")
     p.add_argument(
         "--reference-seeds",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from evosearch.commands import add_set_option
 from evosearch.config import from_dict, merge, parse_overrides, to_dict
 from evosearch.errors import EvosearchError
 from evosearch.output import emit
@@ -24,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Run the search a config describes, on a local Ray instance or a cluster.",
     )
     p.add_argument("config", help="a run config (.yaml), or a run directory to resume")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_set_option(p, "search.max_evaluations=50")
     p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
     p.add_argument("--force", action="store_true", help="resume even though the config changed")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
@@ -35,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("config", help="print a run config resolved: every key, defaults filled in")
     p.add_argument("config", nargs="?", help="a run config (.yaml); none: the defaults")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_set_option(p, "search.max_evaluations=50")
     p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     p.set_defaults(handler=show_config)
 

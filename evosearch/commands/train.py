@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from evosearch.commands import add_set_option
 from evosearch.commands.layers import SOURCE_HELP
 from evosearch.output import emit, format_value
 from evosearch.sources import resolve_source
@@ -21,20 +22,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=DEFAULT_TASK,
         help=f"a task name ({', '.join(task_names())}) or a task .yaml file (default {DEFAULT_TASK})",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a task key, e.g. train.steps=50, model.depth=14, dataset.train_size=1000 (repeatable)",
-    )
+    add_set_option(p, "train.steps=50, model.depth=14, dataset.train_size=1000")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=train)
 
 
 def train(args: argparse.Namespace) -> int:
-    task = load_task(args.task, args.overrides)
+    task = load_task(args.task, args.set)
     graph = resolve_source(args.source)
     device = resolve_device(task.train.device)
     print(f"training {graph.name} on {task.name} ({task.train.steps} steps, {device})", file=sys.stderr)
