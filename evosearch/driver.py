@@ -319,6 +319,9 @@ class SearchDriver:
         if record.fingerprint and record.status is not Status.REJECTED:
             self.by_fingerprint.setdefault(record.fingerprint, record.id)
         self.stats.statuses[record.status.value] += 1
+        if record.status is Status.TRAINED and record.scores:
+            for name, score in zip(self.objectives, record.scores, strict=True):
+                self.stats.best[name] = max(score, self.stats.best.get(name, score))
         if record.status is Status.REJECTED:
             self.stats.rejections.update(reason.split(":")[0] for reason in record.reasons[:1])
 
@@ -334,10 +337,6 @@ class SearchDriver:
         self.stats.in_flight = len(self.in_flight)
         self.stats.training = sum(1 for _, k, _ in self.refs.values() if k is not None)
         self.stats.elapsed_s = self.elapsed()
-        for i, name in enumerate(self.objectives):
-            scored = [r.scores[i] for r in self.records if r.status is Status.TRAINED and r.scores]
-            if scored:
-                self.stats.best[name] = max(scored)
 
     def _load_datasets(self) -> list[dict[str, Any]]:
         """Each task's dataset, packed for the object store; a dataset two tasks share loads once."""

@@ -9,15 +9,7 @@ import torch
 
 from evosearch.tasks.generated import PATTERNS, generate_images
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The probe networks and images are small: intra-op threads gain little, and they stall one
-    another when other work shares the machine (10-30x slower), so these tests run on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def test_shapes_dtypes_and_balanced_labels():

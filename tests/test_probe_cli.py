@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from evosearch.cli import main
 from evosearch.probes import PROBES
@@ -17,14 +16,7 @@ METRICS = {m for names in PROBES.values() for m in names}
 WIDE_LIMIT = "probes.time_limit=60"  # a busy machine must not turn a pass into a timeout
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The probe networks and images are small: intra-op threads gain little, and they stall one
-    another when other work shares the machine (10-30x slower), so these tests run on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

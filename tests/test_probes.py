@@ -10,7 +10,6 @@ import random
 import re
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from random_graphs import random_graphs
 
@@ -29,14 +28,7 @@ METRICS = {m for names in PROBES.values() for m in names}
 REASON_KEYS = {*METRICS, "timeout", "error"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The probe networks and images are small: intra-op threads gain little, and they stall one
-    another when other work shares the machine (10-30x slower), so these tests run on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def gn_relu(groups: int) -> str:
