@@ -12,12 +12,21 @@ Durability: the checkpoint (algorithm state, counters) is replaced atomically af
 every finished candidate, and a candidate's record is fsynced before the algorithm hears of it. So a
 run killed at any point resumes with nothing lost and nothing repeated: proposals in flight are run
 again (they are in the checkpoint), and a record written just before the kill is applied on resume.
+
+Stopping: the first Ctrl-C (SIGINT) or SIGTERM (what schedulers send before a kill) stops the loop at
+its next safe point — never halfway through updating the state — and checkpoints; the evaluations
+in flight end with the driver's Ray job, and ``--resume`` runs them again. A second Ctrl-C stops at
+once; the checkpoint on disk is then the one from the last complete step, as after a ``kill -9``.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,24 +137,32 @@ class SearchDriver:
         self.data_refs = self._put_datasets()
         for proposal in sorted(self.algorithm.pending.values(), key=lambda p: p.id):
             self._start(proposal)  # in flight when the last session stopped: run again
-        try:
-            while True:
-                busy = time.monotonic()
-                self._fill()
-                if not self.in_flight:
-                    break
-                self.stats.driver_s += time.monotonic() - busy
-                ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
-                busy = time.monotonic()
-                for ref in ready:
-                    self._on_ready(ref)
-                self._enforce_timeouts()
-                self._update_stats()
-                self.progress.update(self.stats)
-                self.stats.driver_s += time.monotonic() - busy
-        except KeyboardInterrupt:
-            for ref in self.refs:
-                ray.cancel(ref, force=True)
+        with _stop_requests() as stop:
+            try:
+                while not stop.requested:
+                    busy = time.monotonic()
+                    self._fill()
+                    if not self.in_flight:
+                        break
+                    self.stats.driver_s += time.monotonic() - busy
+                    ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
+                    if stop.requested:  # a result that raced the signal is run again on resume
+                        break
+                    busy = time.monotonic()
+                    for ref in ready:
+                        self._on_ready(ref)
+                    self._enforce_timeouts()
+                    self._update_stats()
+                    self.progress.update(self.stats)
+                    self.stats.driver_s += time.monotonic() - busy
+            except KeyboardInterrupt:  # the second Ctrl-C: the last checkpoint on disk stands
+                return False
+        if stop.requested:
+            # No ray.cancel of what is in flight: cancelling races task replies inside Ray (a fatal
+            # RAY_CHECK, ray-project/ray#54846). The job's workers end with the driver anyway.
+            self.progress.log(
+                f"{stop.requested}: stopping; the evaluations in flight are dropped and run again on --resume"
+            )
             self.checkpoint()
             return False
         self.checkpoint()
@@ -374,6 +391,32 @@ def _get_training(ref: ray.ObjectRef, timed_out: bool) -> dict[str, Any]:
         return {"exit_reason": "worker_crashed"}
     except ray.exceptions.RayError as e:
         return {"exit_reason": f"error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+
+
+@dataclass
+class _StopRequest:
+    requested: str | None = None  # the name of the signal that asked for the stop
+
+
+@contextmanager
+def _stop_requests() -> Iterator[_StopRequest]:
+    """Turn the first SIGINT/SIGTERM into a request the loop polls; a second SIGINT interrupts."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.requested is not None:
+            raise KeyboardInterrupt
+        stop.requested = signal.Signals(signum).name  # no I/O here: the handler may interrupt a write
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # ---- entry point --------------------------------------------------------------------------------

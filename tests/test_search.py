@@ -1,7 +1,8 @@
 """The search end to end on a real local Ray instance (loopback, no dashboard).
 
 Whole tiny searches: finished, with a worker killed mid-training, with the driver killed (-9) and
-resumed — compared against an uninterrupted run of the same seed — and bad configs.
+resumed — compared against an uninterrupted run of the same seed —, stopped by Ctrl-C or SIGTERM and
+resumed, and bad configs.
 """
 
 from __future__ import annotations
@@ -209,6 +210,43 @@ def test_driver_killed_then_resumed_matches_an_uninterrupted_run(tmp_path):
     b = json.loads((run_dir / "checkpoint.json").read_text())["evolution"]
     assert [m["id"] for m in b["population"]] == [m["id"] for m in a["population"]]
     assert [m["scores"] for m in b["population"]] == [m["scores"] for m in a["population"]]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_resumes(tmp_path, signum):
+    config = write_config(tmp_path, "stopped", evaluations=3, concurrency=2, steps=150)
+    run_dir = tmp_path / "runs" / "stopped"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evosearch.cli", "run", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        events = run_dir / "events.jsonl"
+        _wait_for(lambda: events.is_file() and events.read_text().strip(), 180, "a first record")
+        os.killpg(proc.pid, signum)  # as a terminal's Ctrl-C: the driver and its Ray processes
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert f"{signal.Signals(signum).name}: stopping" in err and "Traceback" not in err
+    assert f"resume with: evosearch run {run_dir} --resume" in err
+    done = records(run_dir)
+    pending = json.loads((run_dir / "checkpoint.json").read_text())["evolution"]["pending"]
+    assert pending, "candidates were in flight: they wait in the checkpoint to run again"
+    assert not {p["id"] for p in pending} & {r["id"] for r in done}
+    assert all(r["status"] != "failed" for r in done)  # the stop is not a failure of a candidate
+    if signum == signal.SIGTERM:
+        return  # resuming is the same after either signal; once is enough
+    result = run_cli("run", str(run_dir), "--resume", "--quiet")
+    assert result.returncode == 0, result.stderr
+    resumed = records(run_dir)
+    assert resumed[: len(done)] == done
+    assert sorted(r["id"] for r in resumed) == list(range(len(resumed)))
+    assert sum(r["status"] == "trained" for r in resumed) == 3
 
 
 @pytest.mark.parametrize(
