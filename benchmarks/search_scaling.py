@@ -14,7 +14,6 @@ alone, so short runs understate the steady state (8 evaluations measured 0.78 wh
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from statistics import mean
 
@@ -61,7 +60,6 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=24)
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     with tempfile.TemporaryDirectory() as root:
         one = run(1, args.evaluations, args.steps, root)
         two = run(2, args.evaluations, args.steps, root)

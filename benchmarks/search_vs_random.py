@@ -10,7 +10,6 @@ the best seed layer's accuracy in that run, and how many evaluations it took to 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from statistics import mean
 
@@ -66,7 +65,6 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=30)
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for seed in range(args.seeds):

@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from evosearch.cli import main
+from evosearch.driver import LOOPBACK_ENV, loopback_only
 from evosearch.runs import Status
 
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
+os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 
 TINY_TASK = {
     "train.steps": 6,
@@ -247,6 +248,19 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_resumes(tmp_path, signum):
     assert resumed[: len(done)] == done
     assert sorted(r["id"] for r in resumed) == list(range(len(resumed)))
     assert sum(r["status"] == "trained" for r in resumed) == 3
+
+
+def test_a_local_instance_binds_to_loopback_whatever_ray_read_at_import(monkeypatch):
+    from ray._private import ray_constants, services
+
+    # As if Ray had been imported before anyone set the variable: it would bind to the network address.
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    monkeypatch.delenv(LOOPBACK_ENV)
+    assert services.resolve_ip_for_localhost("127.0.0.1") != "127.0.0.1"
+    with loopback_only():
+        assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+        assert os.environ[LOOPBACK_ENV] == "0"  # for the processes the instance starts
+    assert ray_constants.ENABLE_RAY_CLUSTER is True and LOOPBACK_ENV not in os.environ  # joins advertise
 
 
 @pytest.mark.parametrize(
