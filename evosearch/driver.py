@@ -43,7 +43,7 @@ from evosearch.runs import CandidateRecord, RunDirectory, Status, pareto_front
 from evosearch.seeds import seed_graph
 from evosearch.tasks.datasets import load_dataset
 from evosearch.tasks.train import TaskConfig
-from evosearch.workers import pack_data, probe_remote, train_remote
+from evosearch.workers import pack_data, probe_remote, submit_training, training_result
 
 CHECKPOINT_VERSION = 1
 TRAINED_EXITS = ("completed", "time_limit")  # training ran; the accuracy counts
@@ -211,7 +211,7 @@ class SearchDriver:
         if task_index is None:
             self._on_probe(candidate, _get_probe(ref), time.monotonic() - started)
             return
-        result = _get_training(ref, timed_out=ref in self.timed_out)
+        result = training_result(ref, timed_out=ref in self.timed_out)
         self.timed_out.discard(ref)
         candidate.results[task_index] = {"task": self.objectives[task_index], **result}
         self.stats.worker_s += float(result.get("wall_s") or 0.0)
@@ -231,15 +231,9 @@ class SearchDriver:
         if fingerprint is not None:
             self.by_fingerprint[fingerprint] = candidate.proposal.id
         candidate.train_started = time.monotonic()
-        resources = self.config.resources
         graph_data = graph_to_dict(candidate.proposal.graph)
         for k, (task, data_ref) in enumerate(zip(self.tasks, self.data_refs, strict=True)):
-            ref = train_remote.options(
-                num_cpus=resources.cpus_per_evaluation,
-                num_gpus=resources.gpus_per_evaluation,
-                max_retries=resources.retries,
-                retry_exceptions=False,
-            ).remote(graph_data, task, data_ref, max(1, int(resources.cpus_per_evaluation)))
+            ref = submit_training(graph_data, task, data_ref, self.config.resources)
             self.refs[ref] = (candidate.proposal.id, k, time.monotonic())
 
     def _enforce_timeouts(self) -> None:
@@ -378,19 +372,6 @@ def _get_probe(ref: ray.ObjectRef) -> dict[str, Any]:
         return ray.get(ref)
     except ray.exceptions.RayError as e:  # the probe's worker died, repeatedly: a reject, not a stop
         return {"passed": False, "reasons": [f"probe worker failed: {type(e).__name__}"], "metrics": {}}
-
-
-def _get_training(ref: ray.ObjectRef, timed_out: bool) -> dict[str, Any]:
-    try:
-        return ray.get(ref)
-    except ray.exceptions.TaskCancelledError:
-        return {"exit_reason": "timeout" if timed_out else "cancelled"}
-    except ray.exceptions.OutOfMemoryError:
-        return {"exit_reason": "out_of_memory"}
-    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError):
-        return {"exit_reason": "worker_crashed"}
-    except ray.exceptions.RayError as e:
-        return {"exit_reason": f"error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
 
 
 @dataclass

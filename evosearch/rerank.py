@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import ray
-import ray.exceptions
 import yaml
 
 from evosearch.config import ConfigError, to_dict
@@ -30,7 +29,7 @@ from evosearch.runs import RunDirectory, rank_records
 from evosearch.seeds import seed_graph
 from evosearch.tasks.datasets import load_dataset
 from evosearch.tasks.train import TaskConfig
-from evosearch.workers import pack_data, train_remote
+from evosearch.workers import pack_data, submit_training, training_result
 
 RERANK_DIR = "rerank"
 REFERENCE_SEEDS = ("bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0")
@@ -198,30 +197,14 @@ def _train_all(
     for i, layer in enumerate(layers):
         for k, (task, data_ref) in enumerate(zip(tasks, data_refs, strict=True)):
             refs[i, k] = [
-                train_remote.options(
-                    num_cpus=resources.cpus_per_evaluation,
-                    num_gpus=resources.gpus_per_evaluation,
-                    max_retries=resources.retries,
-                    retry_exceptions=False,
-                ).remote(layer.graph, _with_seed(task, task.train.seed + s), data_ref, _threads(config))
+                submit_training(layer.graph, _with_seed(task, task.train.seed + s), data_ref, resources)
                 for s in range(seeds)
             ]
-    return {key: [_get(ref) for ref in task_refs] for key, task_refs in refs.items()}
+    return {key: [training_result(ref) for ref in task_refs] for key, task_refs in refs.items()}
 
 
 def _with_seed(task: TaskConfig, seed: int) -> TaskConfig:
     return dataclasses.replace(task, train=dataclasses.replace(task.train, seed=seed))
-
-
-def _threads(config: RunConfig) -> int:
-    return max(1, int(config.resources.cpus_per_evaluation))
-
-
-def _get(ref: ray.ObjectRef) -> dict[str, Any]:
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayError as e:  # a crashed worker is one failed seed, not a failed rerank
-        return {"exit_reason": f"error: {type(e).__name__}"}
 
 
 def _scores(runs: list[dict[str, Any]]) -> TaskScores:

@@ -110,7 +110,7 @@ class ResourcesConfig:
     cpus_per_evaluation: float = 1.0
     gpus_per_evaluation: float = 0.0  # fractional values pack several evaluations on one GPU
     cpus_per_probe: float = 1.0
-    retries: int = 2  # re-runs of an evaluation whose worker process died
+    retries: int = 2  # re-runs of a training whose worker died or whose device faulted
     evaluation_timeout_s: float = 1800.0  # per training task
 
     def __post_init__(self) -> None:

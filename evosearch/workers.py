@@ -2,6 +2,11 @@
 
 Graphs travel as plain graph-file data and come back as plain JSON records. Datasets are put in the
 object store once by the driver as numpy arrays (shared memory, no copy per task) and rebuilt here.
+
+:func:`submit_training` and :func:`training_result` are the one way the driver and ``rerank`` start a
+training and read its outcome: a worker process that dies (killed, out of host memory) or a device
+fault (:data:`~evosearch.tasks.train.DEVICE_FAULTS`) is retried up to ``resources.retries`` times in
+a new process; what still fails becomes a record's ``exit_reason``, never an exception.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -18,7 +23,10 @@ import torch
 from evosearch.graph_io import graph_from_dict
 from evosearch.probes import ProbeConfig, probe_layer
 from evosearch.tasks.datasets import ImageData
-from evosearch.tasks.train import TaskConfig, train_candidate
+from evosearch.tasks.train import DEVICE_FAULTS, TaskConfig, train_candidate
+
+if TYPE_CHECKING:
+    from evosearch.run_config import ResourcesConfig
 
 
 def pack_data(data: ImageData) -> dict[str, Any]:
@@ -81,4 +89,49 @@ def train_on_task(
 
 
 probe_remote = ray.remote(probe_candidate)
-train_remote = ray.remote(train_on_task)
+_train_on_cpu = ray.remote(train_on_task)
+# A GPU evaluation gets a new worker process each time, as Ray's own @ray.remote(num_gpus=...) does
+# (max_calls=1, ray-project/ray#29624), which passing num_gpus through .options() does not: a reused
+# process keeps the GPU it first initialized CUDA on even when Ray assigns it another, keeps torch's
+# cached GPU memory, and after a CUDA error fails every task it runs.
+_train_on_gpu = ray.remote(max_calls=1)(train_on_task)
+
+
+def training_options(resources: ResourcesConfig) -> dict[str, Any]:
+    """The Ray options of one training task under ``resources``."""
+    return {
+        "num_cpus": resources.cpus_per_evaluation,
+        "num_gpus": resources.gpus_per_evaluation,
+        "max_retries": resources.retries,  # worker deaths and ...
+        "retry_exceptions": list(DEVICE_FAULTS),  # ... device faults; a bad candidate is not retried
+    }
+
+
+def submit_training(
+    graph_data: dict[str, Any], task: TaskConfig, data_ref: ray.ObjectRef, resources: ResourcesConfig
+) -> ray.ObjectRef:
+    """Train a candidate on one task on a worker; read the outcome with :func:`training_result`."""
+    remote = _train_on_gpu if resources.gpus_per_evaluation > 0 else _train_on_cpu
+    threads = max(1, int(resources.cpus_per_evaluation))
+    return remote.options(**training_options(resources)).remote(graph_data, task, data_ref, threads)
+
+
+def training_result(ref: ray.ObjectRef, timed_out: bool = False) -> dict[str, Any]:
+    """The training record of ``ref``, or one with the ``exit_reason`` of how its task failed."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        return {"exit_reason": "timeout" if timed_out else "cancelled"}
+    except ray.exceptions.OutOfMemoryError:  # Ray's memory monitor killed the worker
+        return {"exit_reason": "out_of_memory"}
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError):
+        return {"exit_reason": "worker_crashed"}
+    except ray.exceptions.RayError as e:
+        cause = getattr(e, "cause", None) or e  # a RayTaskError carries the worker's exception
+        if isinstance(cause, torch.OutOfMemoryError):
+            kind = "out_of_memory"
+        elif isinstance(cause, torch.AcceleratorError):
+            kind = "device_error"
+        else:
+            kind = "error"
+        return {"exit_reason": f"{kind}: {type(cause).__name__}: {' '.join(str(cause).split())[:300]}"}

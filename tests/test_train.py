@@ -20,6 +20,7 @@ from evosearch.tasks.datasets import DatasetConfig, ImageData, load_dataset
 from evosearch.tasks.models import ModelConfig
 from evosearch.tasks.tasks import DEFAULT_TASK, TASKS_DIR, load_task, task_names
 from evosearch.tasks.train import (
+    DEVICE_FAULTS,
     DeviceData,
     TaskConfig,
     TrainConfig,
@@ -119,6 +120,25 @@ def test_a_crashing_layer_is_a_record_not_an_exception(data):
     assert result.exit_reason == "error" and "this layer always fails" in result.error
     assert result.steps == 0 and result.layer == "exploding" and result.images_per_s is None
     json.dumps(result.to_json(), allow_nan=False)
+
+
+class _DeviceFault(nn.Module):
+    """Fails as a GPU does after an illegal memory access or when it has no memory left."""
+
+    fault: type[Exception] = torch.AcceleratorError
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise self.fault("CUDA error: an illegal memory access was encountered")
+
+
+@pytest.mark.parametrize("fault", DEVICE_FAULTS)
+def test_a_device_fault_is_raised_for_a_retry_not_recorded_against_the_candidate(data, fault):
+    layer = type("Faulty", (_DeviceFault,), {"fault": fault})
+    with pytest.raises(fault):
+        train_network(layer, tiny_task(), data)
 
 
 def test_a_task_error_is_raised(data):

@@ -10,8 +10,10 @@ float32.
 A run stops early, with the reason recorded, on a non-finite loss, on EvoNorm's quality hurdle (below
 ``hurdle_accuracy`` on a validation slice after ``hurdle_step`` steps) or at the wall-clock limit (then
 it still evaluates). :func:`train_candidate` never raises for a bad candidate: a layer that fails to
-compile, crashes in forward or backward, or runs out of memory gives a record with ``exit_reason``
-``"error"``.
+compile or crashes in forward or backward gives a record with ``exit_reason`` ``"error"``. A device
+fault (:data:`DEVICE_FAULTS`: a CUDA error, the GPU out of memory) does raise: it is not the
+candidate's doing, a CUDA error leaves the process's device unusable, and with fractional GPUs the
+memory may have gone to a neighbour, so the search retries the evaluation in a new worker process.
 
 Determinism: the run happens inside a :func:`torch.random.fork_rng` scope after
 ``torch.manual_seed(seed)``, so the caller's global generator state is left as it was; the weights
@@ -41,6 +43,7 @@ from evosearch.tasks.datasets import DatasetConfig, ImageData, load_dataset
 from evosearch.tasks.models import ModelConfig, NormAct, build_network
 
 ExitReason = Literal["completed", "non_finite_loss", "quality_hurdle", "time_limit", "error"]
+DEVICE_FAULTS: tuple[type[Exception], ...] = (torch.AcceleratorError, torch.OutOfMemoryError)
 TOP5_MIN_CLASSES = 11  # top-5 accuracy is reported where there are more than 10 classes
 
 
@@ -186,7 +189,7 @@ def train_candidate(
     graph: LayerGraph, task: TaskConfig, data: ImageData | DeviceData | None = None
 ) -> TrainResult:
     """Train ``task``'s network with the layer ``graph`` in every slot. Never raises for a bad
-    candidate (see the module docstring); a bad task or a missing dataset raises its error."""
+    candidate (see the module docstring); a bad task, a missing dataset or a device fault raises."""
     return train_network(functools.partial(build_layer, graph), task, data, label=graph.name)
 
 
@@ -210,6 +213,8 @@ def train_network(
             model = build_network(task.model, norm_act, data.num_classes, data.image_size, config.seed)
             parameters = sum(p.numel() for p in model.parameters())
             run.fit(model.to(device, memory_format=_memory_format(config, device)))
+    except DEVICE_FAULTS:
+        raise
     except Exception as e:  # a candidate may fail in any way; the record says how
         run.exit_reason, run.error = "error", f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]
     return run.result(task.name, label, parameters, _device_label(device))
