@@ -139,15 +139,18 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _processes_titled(prefix: str) -> list[int]:
+def _processes_titled(prefix: str, session: int) -> list[int]:
+    """Processes of ``session`` (the driver's, which its Ray processes share) whose title starts with
+    ``prefix``: never those of another search running on the machine."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                mine = os.getsid(int(entry.name)) == session
             except OSError:
                 continue
-            if cmdline.startswith(prefix):
+            if mine and cmdline.startswith(prefix):
                 pids.append(int(entry.name))
     return pids
 
@@ -162,7 +165,9 @@ def test_worker_killed_mid_training_is_retried(tmp_path):
         start_new_session=True,
     )
     try:
-        (victim,) = _wait_for(lambda: _processes_titled("ray::train_on_task")[:1], 120, "a training worker")
+        (victim,) = _wait_for(
+            lambda: _processes_titled("ray::train_on_task", proc.pid)[:1], 120, "a training worker"
+        )
         time.sleep(0.5)
         os.kill(victim, signal.SIGKILL)
         _, err = proc.communicate(timeout=300)
