@@ -213,7 +213,7 @@ class SearchDriver:
             return
         result = training_result(ref, timed_out=ref in self.timed_out)
         self.timed_out.discard(ref)
-        candidate.results[task_index] = {"task": self.objectives[task_index], **result}
+        candidate.results[task_index] = {**result, "task": self.objectives[task_index]}
         self.stats.worker_s += float(result.get("wall_s") or 0.0)
         if len(candidate.results) == len(self.tasks):
             self._finish_trained(candidate)

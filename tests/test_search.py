@@ -81,6 +81,9 @@ def run_cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_tiny_search_end_to_end(tmp_path, capsys):
     config = write_config(tmp_path, "e2e")
+    data = yaml.safe_load(config.read_text())
+    data["tasks"][0]["name"] = "tiny_resnet"  # an objective named apart from its task
+    config.write_text(yaml.safe_dump(data))
     code = main(["run", str(config), "--quiet", "--json"])
     out = capsys.readouterr().out
     assert code == 0
@@ -97,6 +100,9 @@ def test_tiny_search_end_to_end(tmp_path, capsys):
     for e in events:
         if e["status"] == "rejected":
             assert e["reasons"] and e["probe"]["passed"] is False and not e["tasks"]
+        if e["tasks"]:  # results and reasons name the objective, not the task it was made from
+            assert e["tasks"][0]["task"] == "tiny_resnet"
+            assert all(reason.startswith("tiny_resnet: ") for reason in e["reasons"])
         if e["status"] == "trained":
             assert len(e["scores"]) == 1 and 0 <= e["scores"][0] <= 1
             assert e["tasks"][0]["exit_reason"] == "completed" and e["tasks"][0]["worker"]["pid"] > 0
