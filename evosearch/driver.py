@@ -425,7 +425,7 @@ def run_search(
         )
     tasks, objectives = load_tasks(config)
     driver = SearchDriver(config, tasks, objectives, progress)
-    owns_ray = _start_ray(config)  # before anything is written: a cluster out of reach leaves no trace
+    owns_ray = start_ray(config)  # before anything is written: a cluster out of reach leaves no trace
     try:
         run_dir.write_config(config)
         if resume:
@@ -442,7 +442,7 @@ def run_search(
     )
 
 
-def _start_ray(config: RunConfig) -> bool:
+def start_ray(config: RunConfig) -> bool:
     """Join the configured cluster, or start a local instance on loopback; True if we started it."""
     if ray.is_initialized():
         return False

@@ -21,7 +21,7 @@ import ray
 import yaml
 
 from evosearch.config import ConfigError, to_dict
-from evosearch.driver import TRAINED_EXITS, _start_ray
+from evosearch.driver import TRAINED_EXITS, start_ray
 from evosearch.errors import EvosearchError
 from evosearch.graph_io import atomic_write_text, graph_to_dict
 from evosearch.run_config import RunConfig, TaskSpec, load_tasks
@@ -158,7 +158,7 @@ def rerank(
             f"training {len(layers)} layers x {len(names)} tasks x {seeds} seeds "
             f"= {len(layers) * len(names) * seeds} runs"
         )
-    owns_ray = _start_ray(config)
+    owns_ray = start_ray(config)
     try:
         results = _train_all(config, layers, task_configs, packed, seeds)
     finally:

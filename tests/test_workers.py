@@ -9,32 +9,26 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from test_train import tiny_task
 
-from evosearch.driver import LOOPBACK_ENV, loopback_only
+from evosearch.config import from_dict
+from evosearch.driver import LOOPBACK_ENV, start_ray
 from evosearch.graph_io import graph_to_dict
-from evosearch.run_config import ResourcesConfig
+from evosearch.run_config import ResourcesConfig, RunConfig
 from evosearch.seeds import seed_graph
-from evosearch.tasks.datasets import DatasetConfig, load_dataset
-from evosearch.tasks.models import ModelConfig
-from evosearch.tasks.train import TaskConfig, TrainConfig
+from evosearch.tasks.datasets import load_dataset
 from evosearch.workers import pack_data, submit_training, training_options, training_result
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 
-TINY = TaskConfig(
-    name="tiny",
-    dataset=DatasetConfig(image_size=16, train_size=64, val_size=32),
-    model=ModelConfig(depth=8, width_multiplier=0.25),
-    train=TrainConfig(steps=2, batch_size=16, warmup_steps=1, hurdle_step=None),
-)
+TINY = tiny_task(steps=2)
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     # A GPU resource the machine need not have: Ray only schedules by it, and training runs on
     # the CPU where CUDA is absent, so the GPU path's process handling is tested anywhere.
-    with loopback_only():
-        ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    assert start_ray(from_dict(RunConfig, {"resources": {"num_cpus": 2, "num_gpus": 1}}))
     yield
     ray.shutdown()
 
