@@ -1,6 +1,6 @@
 """How the at-initialization probes screen candidates: the seeds must pass, random graphs mostly fail.
 
-Probes every seed and ``--count`` random valid graphs (``evosearch.mutation.random_graph`` over the
+Probes every seed and ``--count`` random valid graphs (``evosearch.search.mutation.random_graph`` over the
 default search space) with the default probe configuration (or ``--config`` / ``--set``), then prints
 the seeds passed N/N, the fraction of random graphs rejected (overall and per reason, a graph counting
 once under each reason it has) and the median and p95 probe time. Issue target: median <= 1 s on two
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 import torch
 
 from evosearch.config import load_config
-from evosearch.mutation import SearchSpace, random_graph
-from evosearch.probes import ProbeConfig, ProbeResult, probe_layer
-from evosearch.seeds import SEEDS, seed_graph
+from evosearch.layers.seeds import SEEDS, seed_graph
+from evosearch.probes.screen import ProbeConfig, ProbeResult, probe_layer
+from evosearch.search.mutation import SearchSpace, random_graph
 from evosearch.tasks.datasets import load_dataset
-from evosearch.tasks.tasks import load_task
+from evosearch.tasks.specs import load_task
 from evosearch.tasks.train import train_candidate
 
 

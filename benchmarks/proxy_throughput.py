@@ -27,7 +27,7 @@ from torch import nn
 from evosearch import build_layer, seed_graph
 from evosearch.tasks.datasets import load_dataset
 from evosearch.tasks.models import NormAct
-from evosearch.tasks.tasks import DEFAULT_TASK, load_task
+from evosearch.tasks.specs import DEFAULT_TASK, load_task
 from evosearch.tasks.train import DeviceData, TaskConfig, resolve_device, train_network
 from primitives.functional import resolve_groups
 

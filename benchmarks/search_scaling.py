@@ -18,10 +18,10 @@ import tempfile
 from statistics import mean
 
 from evosearch.config import from_dict
-from evosearch.driver import run_search
-from evosearch.progress import Progress
-from evosearch.run_config import RunConfig
-from evosearch.runs import RunDirectory
+from evosearch.runner.driver import run_search
+from evosearch.runner.progress import Progress
+from evosearch.runner.run_config import RunConfig
+from evosearch.runner.run_directory import RunDirectory
 
 
 def run(workers: int, evaluations: int, steps: int, root: str) -> dict:

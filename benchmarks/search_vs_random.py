@@ -14,10 +14,10 @@ import tempfile
 from statistics import mean
 
 from evosearch.config import from_dict
-from evosearch.driver import run_search
-from evosearch.progress import Progress
-from evosearch.run_config import RunConfig
-from evosearch.runs import RunDirectory, Status
+from evosearch.runner.driver import run_search
+from evosearch.runner.progress import Progress
+from evosearch.runner.run_config import RunConfig
+from evosearch.runner.run_directory import RunDirectory, Status
 
 SEED_LAYERS = ["bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0"]
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from evosearch.errors import EvosearchError
+from evosearch.errors import EvosearchError, one_line
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ def load_yaml(path: str | Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"{path}: malformed YAML: {one_line(e)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
 

@@ -19,3 +19,8 @@ class SourceError(EvosearchError):
 
 class DatasetError(EvosearchError):
     """A dataset is missing or malformed: the message says what was expected where and how to get it."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message folded onto one line (its type's name when it has no message)."""
+    return " ".join(str(error).split()) or type(error).__name__

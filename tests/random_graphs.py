@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from evosearch.graph import INPUT, LayerGraph
+from evosearch.layers.graph import INPUT, LayerGraph
 from primitives import PRIMITIVES, SEARCH_OPS, Kind
 
 SORTED_SEARCH_OPS = sorted(SEARCH_OPS)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from evosearch.cli import main
-from evosearch.seeds import SEEDS
+from evosearch.layers.seeds import SEEDS
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

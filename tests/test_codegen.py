@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from random_graphs import random_graphs
 
 import primitives.functional as F
-from evosearch.codegen import (
+from evosearch.errors import EvosearchError, GraphError
+from evosearch.layers.codegen import (
     buffer_names,
     build_layer,
     class_name_for,
@@ -23,11 +24,10 @@ from evosearch.codegen import (
     export_layer,
     layer_source,
 )
-from evosearch.errors import EvosearchError, GraphError
-from evosearch.formula import parse_formula
-from evosearch.graph import LayerGraph
-from evosearch.graph_io import graph_from_dict
-from evosearch.seeds import SEEDS, seed_graph
+from evosearch.layers.formula import parse_formula
+from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph_io import graph_from_dict
+from evosearch.layers.seeds import SEEDS, seed_graph
 from primitives import Kind
 
 C = 8

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evosearch.run_config import load_run_config, load_tasks
+from evosearch.runner.run_config import load_run_config, load_tasks
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from evosearch.errors import EvosearchError
-from evosearch.evolution import WORST_SCORE, EvolutionSettings, RegularizedEvolution
-from evosearch.mutation import SearchSpace
-from evosearch.seeds import seed_graph
+from evosearch.layers.seeds import seed_graph
+from evosearch.search.evolution import WORST_SCORE, EvolutionSettings, RegularizedEvolution
+from evosearch.search.mutation import SearchSpace
 
 SEEDS = [seed_graph(n) for n in ("bn_relu", "gn_relu", "evonorm_s0")]
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evosearch.errors import EvosearchError, FormulaError
-from evosearch.formula import MAX_FORMULA_CHARS, parse_formula
-from evosearch.graph import LayerGraph
+from evosearch.layers.formula import MAX_FORMULA_CHARS, parse_formula
+from evosearch.layers.graph import LayerGraph
 
 
 def _ops(g: LayerGraph) -> list[str]:

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from random_graphs import random_graphs
 
 from evosearch.errors import GraphError
-from evosearch.formula import parse_formula
-from evosearch.graph import LayerGraph
-from evosearch.graph_io import graph_from_dict
-from evosearch.seeds import SEEDS, seed_graph
+from evosearch.layers.formula import parse_formula
+from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph_io import graph_from_dict
+from evosearch.layers.seeds import SEEDS, seed_graph
 
 
 def _file(**fields) -> dict:

@@ -11,18 +11,18 @@ from hypothesis import HealthCheck, given, settings
 from random_graphs import random_graphs
 
 from evosearch.errors import EvosearchError, FormulaError, GraphError
-from evosearch.formula import parse_formula
-from evosearch.graph import LayerGraph
-from evosearch.graph_io import (
+from evosearch.files import atomic_write_text
+from evosearch.layers.formula import parse_formula
+from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph_io import (
     FORMAT_KEY,
-    atomic_write_text,
     dump_graph,
     graph_from_dict,
     graph_to_dict,
     load_graph,
     save_graph,
 )
-from evosearch.seeds import SEEDS, seed_graph
+from evosearch.layers.seeds import SEEDS, seed_graph
 
 TOP_KEYS = "evosearch_graph, final_affine, formula, hyperparameters, name, nodes, output, vectors"
 
@@ -302,7 +302,7 @@ def test_a_reloaded_graph_mutates_exactly_like_the_original():
     drew different children than an uninterrupted one."""
     import random
 
-    from evosearch.mutation import SearchSpace, mutate, random_graph
+    from evosearch.search.mutation import SearchSpace, mutate, random_graph
 
     space = SearchSpace()
     graphs = [random_graph(random.Random(s), space) for s in range(40)]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from evosearch.seeds import seed_graph
+from evosearch.layers.seeds import seed_graph
 from evosearch.tasks.models import (
     ARCHITECTURES,
     ChannelAffine,

@@ -15,11 +15,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evosearch.codegen import build_layer
 from evosearch.errors import EvosearchError
-from evosearch.formula import parse_formula
-from evosearch.mutation import MUTATIONS, Mutation, SearchSpace, mutate, random_graph
-from evosearch.seeds import seed_graph, seed_names
+from evosearch.layers.codegen import build_layer
+from evosearch.layers.formula import parse_formula
+from evosearch.layers.seeds import seed_graph, seed_names
+from evosearch.search.mutation import MUTATIONS, Mutation, SearchSpace, mutate, random_graph
 from primitives import BATCH_DEPENDENT_OPS, BATCH_INDEPENDENT_SEARCH_OPS, SEARCH_OPS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import primitives.functional as F
-from evosearch.codegen import build_layer
 from evosearch.errors import GraphError
-from evosearch.graph import LayerGraph
+from evosearch.layers.codegen import build_layer
+from evosearch.layers.graph import LayerGraph
 from primitives import (
     BATCH_DEPENDENT_OPS,
     BATCH_INDEPENDENT_SEARCH_OPS,

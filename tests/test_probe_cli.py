@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from evosearch.cli import main
-from evosearch.probes import PROBES
+from evosearch.probes.screen import PROBES
 
 METRICS = {m for names in PROBES.values() for m in names}
 WIDE_LIMIT = "probes.time_limit=60"  # a busy machine must not turn a pass into a timeout

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from random_graphs import random_graphs
 
 from evosearch.config import ConfigError, from_dict
-from evosearch.graph import LayerGraph
-from evosearch.mutation import SearchSpace, random_graph
-from evosearch.probes import PROBES, ProbeConfig, ProbeResult, Thresholds, probe_layer
-from evosearch.seeds import SEEDS, seed_graph
-from evosearch.sources import resolve_source
+from evosearch.layers.create import resolve_source
+from evosearch.layers.graph import LayerGraph
+from evosearch.layers.seeds import SEEDS, seed_graph
+from evosearch.probes.screen import PROBES, ProbeConfig, ProbeResult, Thresholds, probe_layer
+from evosearch.search.mutation import SearchSpace, random_graph
 from evosearch.tasks.generated import generate_images
 
 # Default settings and thresholds; only the time limit is wide, so that a busy machine (tests run in

@@ -20,9 +20,9 @@ import yaml
 
 from evosearch import compile_layer, load_graph, swap_norm_act
 from evosearch.cli import main
-from evosearch.graph_io import graph_from_dict
-from evosearch.report import collect, spearman
-from evosearch.runs import RunDirectory, Status, rank_records
+from evosearch.cli.report_html import collect, spearman
+from evosearch.layers.graph_io import graph_from_dict
+from evosearch.runner.run_directory import RunDirectory, Status, rank_records
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 

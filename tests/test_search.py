@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from evosearch.cli import main
-from evosearch.driver import LOOPBACK_ENV, loopback_only
-from evosearch.runs import Status
+from evosearch.runner.driver import LOOPBACK_ENV, loopback_only
+from evosearch.runner.run_directory import Status
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 

@@ -29,8 +29,8 @@ from timm.layers import (
 )
 from torch import nn
 
-from evosearch.codegen import build_layer
-from evosearch.seeds import SEEDS, seed_graph
+from evosearch.layers.codegen import build_layer
+from evosearch.layers.seeds import SEEDS, seed_graph
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 CHANNELS = 64

@@ -17,7 +17,7 @@ from torch import nn
 
 from evosearch import compile_layer, seed_graph, swap_norm_act
 from evosearch.errors import EvosearchError
-from evosearch.swap import ChannelAffine
+from evosearch.layers.swap import ChannelAffine
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -14,11 +14,11 @@ from torch import nn
 
 from evosearch.cli import main
 from evosearch.config import ConfigError
-from evosearch.seeds import seed_graph
-from evosearch.sources import resolve_source
+from evosearch.layers.create import resolve_source
+from evosearch.layers.seeds import seed_graph
 from evosearch.tasks.datasets import DatasetConfig, ImageData, load_dataset
 from evosearch.tasks.models import ModelConfig
-from evosearch.tasks.tasks import DEFAULT_TASK, TASKS_DIR, load_task, task_names
+from evosearch.tasks.specs import DEFAULT_TASK, TASKS_DIR, load_task, task_names
 from evosearch.tasks.train import (
     DEVICE_FAULTS,
     DeviceData,

@@ -12,12 +12,12 @@ import torch
 from test_train import tiny_task
 
 from evosearch.config import from_dict
-from evosearch.driver import LOOPBACK_ENV, start_ray
-from evosearch.graph_io import graph_to_dict
-from evosearch.run_config import ResourcesConfig, RunConfig
-from evosearch.seeds import seed_graph
+from evosearch.layers.graph_io import graph_to_dict
+from evosearch.layers.seeds import seed_graph
+from evosearch.runner.driver import LOOPBACK_ENV, start_ray
+from evosearch.runner.run_config import ResourcesConfig, RunConfig
+from evosearch.runner.workers import pack_data, submit_training, training_options, training_result
 from evosearch.tasks.datasets import load_dataset
-from evosearch.workers import pack_data, submit_training, training_options, training_result
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple
 import numpy as np
 import torch
 
-from evosearch.errors import DatasetError
+from evosearch.errors import DatasetError, one_line
 from evosearch.tasks import image_folder
 from evosearch.tasks.generated import PATTERNS, generate_images
 
@@ -193,7 +193,7 @@ def _read_cifar10_pickle(path: Path) -> _Split:
             batch = _NumpyOnlyUnpickler(f).load()
     # A damaged pickle fails in many ways (and a refused global raises too); each means the file is unusable.
     except Exception as e:
-        raise DatasetError(f"{path} is not a valid CIFAR-10 python batch: {_one_line(e)} ({hint})") from None
+        raise DatasetError(f"{path} is not a valid CIFAR-10 python batch: {one_line(e)} ({hint})") from None
     if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
         raise DatasetError(
             f"{path} is not a valid CIFAR-10 python batch: expected a dict with b'data', b'labels' ({hint})"
@@ -327,7 +327,7 @@ def _read_npz(path: Path, keys: Sequence[str], hint: str) -> dict[str, np.ndarra
     # A damaged zip or array member fails in many ways; each one means the file is unusable.
     except Exception as e:
         raise DatasetError(
-            f"cannot read {path} as .npz arrays ({_one_line(e)}); it may be truncated ({hint})"
+            f"cannot read {path} as .npz arrays ({one_line(e)}); it may be truncated ({hint})"
         ) from None
     missing = [key for key in keys if key not in arrays]
     if missing:
@@ -407,10 +407,6 @@ def _finish(config: DatasetConfig, train: _Split, val: _Split, class_names: Sequ
         torch.from_numpy(val.labels),
         class_names=tuple(class_names[:k]),
     )
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 LOADERS: dict[str, Callable[[DatasetConfig], ImageData]] = {

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evosearch.codegen import build_layer
-from evosearch.graph import LayerGraph
+from evosearch.layers.codegen import build_layer
+from evosearch.layers.graph import LayerGraph
 
 NormAct = Callable[[int], nn.Module]
 

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evosearch.codegen import build_layer
 from evosearch.config import ConfigError, to_dict
-from evosearch.graph import LayerGraph
+from evosearch.layers.codegen import build_layer
+from evosearch.layers.graph import LayerGraph
 from evosearch.tasks.datasets import DatasetConfig, ImageData, load_dataset
 from evosearch.tasks.models import ModelConfig, NormAct, build_network
 

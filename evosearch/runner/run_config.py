@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from evosearch.config import ConfigError, load_config, to_dict
-from evosearch.evolution import EvolutionSettings
-from evosearch.mutation import MUTATIONS, SearchSpace
-from evosearch.probes import ProbeConfig
-from evosearch.seeds import SEEDS
-from evosearch.tasks.tasks import load_task
+from evosearch.layers.seeds import SEEDS
+from evosearch.probes.screen import ProbeConfig
+from evosearch.search.evolution import EvolutionSettings
+from evosearch.search.mutation import MUTATIONS, SearchSpace
+from evosearch.tasks.specs import load_task
 from evosearch.tasks.train import TaskConfig
 from primitives import BATCH_INDEPENDENT_SEARCH_OPS, PRIMITIVES, SEARCH_OPS
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
-from torch import nn
 
 from evosearch.errors import GraphError
 from primitives import PRIMITIVES, Kind, Primitive, UnknownOpError, get_primitive
@@ -42,11 +41,70 @@ AFFINE_NAMES = ("weight", "bias")  # the final affine's parameters
 # Names a vector or hyperparameter cannot take: they would shadow the generated module's attributes
 # and methods, Python's keywords and builtins, or names the generated code uses itself.
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# torch.nn.Module's public attributes, as a static list so that graphs load without importing torch;
+# a test checks it against the installed torch.
+MODULE_ATTRIBUTES = frozenset(
+    {
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "type",
+        "xpu",
+        "zero_grad",
+    }
+)
 RESERVED_NAMES = frozenset(
     # training: nn.Module's instance flag; graph, code, reset_parameters: the generated class's own.
     {INPUT, "self", "torch", "nn", "math", "shape", "num_features", "training", "graph", "code"}
     | {"reset_parameters"}
-    | set(dir(nn.Module))
+    | MODULE_ATTRIBUTES
     | set(dir(builtins))
     | set(keyword.kwlist)
     | set(PRIMITIVES)

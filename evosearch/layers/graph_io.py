@@ -22,16 +22,16 @@ optional.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import yaml
 
-from evosearch.errors import EvosearchError, FormulaError, GraphError
-from evosearch.formula import parse_formula
-from evosearch.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
+from evosearch.errors import EvosearchError, FormulaError, GraphError, one_line
+from evosearch.files import atomic_write_text
+from evosearch.layers.formula import parse_formula
+from evosearch.layers.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
 
 FORMAT_KEY = "evosearch_graph"
 FORMAT_VERSION = 1
@@ -82,30 +82,6 @@ def save_graph(graph: LayerGraph, path: str | os.PathLike) -> Path:
     return atomic_write_text(path, dump_graph(graph))
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write through a temporary file and ``os.replace``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def load_graph(path: str | os.PathLike) -> LayerGraph:
     path = Path(path)
     try:
@@ -115,7 +91,7 @@ def load_graph(path: str | os.PathLike) -> LayerGraph:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise GraphError(f"{path}: malformed YAML: {_one_line(e)}") from None
+        raise GraphError(f"{path}: malformed YAML: {one_line(e)}") from None
     try:
         return graph_from_dict(data)
     except EvosearchError as e:
@@ -247,7 +223,3 @@ def _typed(data: dict, key: str, kind: type, default: Any) -> Any:
 
 def _missing(key: str):
     raise GraphError(f"missing {key!r}")
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())

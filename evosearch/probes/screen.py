@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from evosearch.codegen import compile_layer
-from evosearch.graph import LayerGraph
+from evosearch.layers.codegen import compile_layer
+from evosearch.layers.graph import LayerGraph
 from evosearch.tasks.generated import generate_images
 from evosearch.tasks.models import cifar_resnet, kaiming_init, plain_cnn
 

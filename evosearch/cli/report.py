@@ -7,12 +7,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from evosearch.commands import add_set_option
+from evosearch.cli.options import add_set_option
+from evosearch.cli.output import emit
 from evosearch.errors import EvosearchError
-from evosearch.output import emit
 
 if TYPE_CHECKING:
-    from evosearch.rerank import TaskScores
+    from evosearch.runner.rerank import TaskScores
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -58,7 +58,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
-    from evosearch.report import write_report  # matplotlib loads only for this command
+    from evosearch.cli.report_html import write_report  # matplotlib loads only for this command
 
     written = write_report(args.run, top=args.top)
     if args.json:
@@ -83,7 +83,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def rerank(args: argparse.Namespace) -> int:
-    from evosearch.rerank import rerank as run_rerank  # Ray loads only for this command
+    from evosearch.runner.rerank import rerank as run_rerank  # Ray loads only for this command
 
     if args.top < 1:
         raise EvosearchError(f"--top must be at least 1, got {args.top}")

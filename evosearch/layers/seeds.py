@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from evosearch.errors import SourceError
-from evosearch.formula import parse_formula
-from evosearch.graph import LayerGraph
+from evosearch.layers.formula import parse_formula
+from evosearch.layers.graph import LayerGraph
 
 _AFFINE = {
     "weight": 1.0,

@@ -10,7 +10,7 @@ four mutations to a parent graph:
 - ``insert``: a new random op node is routed into one input of a consumer, or into the output;
 - ``delete``: an op node is removed and its consumers are reconnected to one of its inputs.
 
-Children are rebuilt through :class:`~evosearch.graph.LayerGraph`'s public API with the parent's node
+Children are rebuilt through :class:`~evosearch.layers.graph.LayerGraph`'s public API with the parent's node
 names, pruned of what the output no longer uses, validated, and differ structurally from their
 parent. Everything random comes from the ``random.Random`` passed in, and nothing depends on set or
 hash order, so the same seed gives the same graph in every process.
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from evosearch.errors import EvosearchError, GraphError
-from evosearch.formula import EVONORM_VECTORS
-from evosearch.graph import AFFINE_NAMES, INPUT, LayerGraph, Node, check_identifier, format_number
+from evosearch.layers.formula import EVONORM_VECTORS
+from evosearch.layers.graph import AFFINE_NAMES, INPUT, LayerGraph, Node, check_identifier, format_number
 from primitives import PRIMITIVES, SEARCH_OPS, Kind
 
 MUTATIONS = ("change_op", "rewire", "insert", "delete")

@@ -12,7 +12,7 @@ import ast
 from collections.abc import Mapping
 
 from evosearch.errors import FormulaError, GraphError
-from evosearch.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
+from evosearch.layers.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
 from primitives import PRIMITIVES
 
 # EvoNorm's trainable vectors, available to any formula: v0 (init 0) and v1 (init 1).

@@ -21,15 +21,16 @@ import ray
 import yaml
 
 from evosearch.config import ConfigError, to_dict
-from evosearch.driver import TRAINED_EXITS, start_ray
 from evosearch.errors import EvosearchError
-from evosearch.graph_io import atomic_write_text, graph_to_dict
-from evosearch.run_config import RunConfig, TaskSpec, load_tasks
-from evosearch.runs import RunDirectory, rank_records
-from evosearch.seeds import seed_graph
+from evosearch.files import atomic_write_text
+from evosearch.layers.graph_io import graph_to_dict
+from evosearch.layers.seeds import seed_graph
+from evosearch.runner.driver import TRAINED_EXITS, start_ray
+from evosearch.runner.run_config import RunConfig, TaskSpec, load_tasks
+from evosearch.runner.run_directory import RunDirectory, rank_records
+from evosearch.runner.workers import pack_data, submit_training, training_result
 from evosearch.tasks.datasets import load_dataset
 from evosearch.tasks.train import TaskConfig
-from evosearch.workers import pack_data, submit_training, training_result
 
 RERANK_DIR = "rerank"
 REFERENCE_SEEDS = ("bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0")

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evosearch.commands import add_set_option
-from evosearch.commands.layers import SOURCE_HELP
+from evosearch.cli.options import SOURCE_HELP, add_set_option
+from evosearch.cli.output import emit
 from evosearch.config import load_config
-from evosearch.output import emit
-from evosearch.probes import PROBES, ProbeConfig, probe_layer
-from evosearch.sources import resolve_source, source_label
+from evosearch.layers.create import resolve_source, source_label
+from evosearch.probes.screen import PROBES, ProbeConfig, probe_layer
 
 # The table shows the scalar metrics; --json has them all (the gradient profile too).
 TABLE_METRICS = (

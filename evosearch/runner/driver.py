@@ -35,15 +35,15 @@ import ray.exceptions
 
 from evosearch.config import from_dict, to_dict
 from evosearch.errors import EvosearchError
-from evosearch.evolution import WORST_SCORE, Proposal, RegularizedEvolution
-from evosearch.graph_io import graph_to_dict
-from evosearch.progress import Progress, SearchStats
-from evosearch.run_config import RunConfig, blocking_changes, load_tasks
-from evosearch.runs import CandidateRecord, RunDirectory, Status, pareto_front
-from evosearch.seeds import seed_graph
+from evosearch.layers.graph_io import graph_to_dict
+from evosearch.layers.seeds import seed_graph
+from evosearch.runner.progress import Progress, SearchStats
+from evosearch.runner.run_config import RunConfig, blocking_changes, load_tasks
+from evosearch.runner.run_directory import CandidateRecord, RunDirectory, Status, pareto_front
+from evosearch.runner.workers import pack_data, probe_remote, submit_training, training_result
+from evosearch.search.evolution import WORST_SCORE, Proposal, RegularizedEvolution
 from evosearch.tasks.datasets import load_dataset
 from evosearch.tasks.train import TaskConfig
-from evosearch.workers import pack_data, probe_remote, submit_training, training_result
 
 CHECKPOINT_VERSION = 1
 TRAINED_EXITS = ("completed", "time_limit")  # training ran; the accuracy counts

@@ -28,8 +28,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from evosearch.errors import EvosearchError
-from evosearch.graph_io import atomic_write_text
-from evosearch.runs import CandidateRecord, RunDirectory, Status, pareto_front, rank_records
+from evosearch.files import atomic_write_text
+from evosearch.runner.run_directory import CandidateRecord, RunDirectory, Status, pareto_front, rank_records
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"

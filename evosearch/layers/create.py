@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from evosearch.errors import SourceError
-from evosearch.formula import parse_formula
-from evosearch.graph import LayerGraph
-from evosearch.graph_io import load_graph
-from evosearch.seeds import SEEDS, seed_graph
+from evosearch.layers.formula import parse_formula
+from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph_io import load_graph
+from evosearch.layers.seeds import SEEDS, seed_graph
 
 GRAPH_SUFFIXES = (".yaml", ".yml")
 

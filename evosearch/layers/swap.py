@@ -37,10 +37,10 @@ from typing import Any, Literal
 import torch
 from torch import fx, nn
 
-from evosearch.codegen import compile_layer
 from evosearch.errors import EvosearchError
-from evosearch.graph import LayerGraph
-from evosearch.output import table
+from evosearch.layers.codegen import compile_layer
+from evosearch.layers.graph import LayerGraph
+from evosearch.text import table
 
 NormWithoutAct = Literal["keep", "affine", "layer"]
 LayerFactory = Callable[[int], nn.Module]

@@ -20,13 +20,13 @@ import numpy as np
 import ray
 import torch
 
-from evosearch.graph_io import graph_from_dict
-from evosearch.probes import ProbeConfig, probe_layer
+from evosearch.layers.graph_io import graph_from_dict
+from evosearch.probes.screen import ProbeConfig, probe_layer
 from evosearch.tasks.datasets import ImageData
 from evosearch.tasks.train import DEVICE_FAULTS, TaskConfig, train_candidate
 
 if TYPE_CHECKING:
-    from evosearch.run_config import ResourcesConfig
+    from evosearch.runner.run_config import ResourcesConfig
 
 
 def pack_data(data: ImageData) -> dict[str, Any]:

@@ -6,12 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from evosearch.commands import add_set_option
-from evosearch.commands.layers import SOURCE_HELP
-from evosearch.output import emit, format_value
-from evosearch.sources import resolve_source
-from evosearch.tasks.tasks import DEFAULT_TASK, load_task, task_names
+from evosearch.cli.options import SOURCE_HELP, add_set_option
+from evosearch.cli.output import emit
+from evosearch.layers.create import resolve_source
+from evosearch.tasks.specs import DEFAULT_TASK, load_task, task_names
 from evosearch.tasks.train import resolve_device, train_candidate
+from evosearch.text import format_value
 
 
 def register(commands: argparse._SubParsersAction) -> None:

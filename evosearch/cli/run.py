@@ -8,12 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from evosearch.commands import add_set_option
+from evosearch.cli.options import add_set_option
+from evosearch.cli.output import emit
 from evosearch.config import from_dict, merge, parse_overrides, to_dict
 from evosearch.errors import EvosearchError
-from evosearch.output import emit
-from evosearch.run_config import RunConfig, load_run_config
-from evosearch.runs import RunDirectory
+from evosearch.runner.run_config import RunConfig, load_run_config
+from evosearch.runner.run_directory import RunDirectory
 
 INTERRUPTED = 130
 
@@ -63,8 +63,8 @@ def resolve_run_config(source: str, overrides: list[str], resume: bool) -> RunCo
 
 
 def run(args: argparse.Namespace) -> int:
-    from evosearch.driver import run_search  # Ray loads only for this command
-    from evosearch.progress import Progress
+    from evosearch.runner.driver import run_search  # Ray loads only for this command
+    from evosearch.runner.progress import Progress
 
     if args.top < 0:
         raise EvosearchError("--top must be >= 0")

@@ -25,9 +25,9 @@ import moocore
 import numpy as np
 
 from evosearch.errors import EvosearchError
-from evosearch.graph import LayerGraph
-from evosearch.graph_io import graph_from_dict, graph_to_dict
-from evosearch.mutation import MUTATIONS, Mutation, SearchSpace, mutate, random_graph
+from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph_io import graph_from_dict, graph_to_dict
+from evosearch.search.mutation import MUTATIONS, Mutation, SearchSpace, mutate, random_graph
 
 WORST_SCORE = 0.0  # objectives are accuracies in [0, 1]; a failed evaluation scores this on each
 

@@ -29,8 +29,8 @@ from torch import nn
 
 import primitives.functional as runtime
 from evosearch.errors import EvosearchError
-from evosearch.graph import AFFINE_NAMES, INPUT, LayerGraph, Node, format_number
-from evosearch.graph_io import atomic_write_text
+from evosearch.files import atomic_write_text
+from evosearch.layers.graph import AFFINE_NAMES, INPUT, LayerGraph, Node, format_number
 from primitives import Kind
 
 _RUNTIME_NAMES = {

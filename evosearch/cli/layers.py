@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evosearch.codegen import class_name_for, export_layer
+from evosearch.cli.options import SOURCE_HELP
+from evosearch.cli.output import emit
 from evosearch.errors import EvosearchError
-from evosearch.output import emit
-from evosearch.runs import RunDirectory, export_records, rank_records
-from evosearch.seeds import SEEDS, seed_graph
-from evosearch.sources import resolve_source
+from evosearch.layers.codegen import class_name_for, export_layer
+from evosearch.layers.create import resolve_source
+from evosearch.layers.seeds import SEEDS, seed_graph
+from evosearch.runner.run_directory import RunDirectory, export_records, rank_records
 
-SOURCE_HELP = "a seed name (see 'evosearch seeds'), a graph file (.yaml), or a formula in quotes"
 DEFAULT_TOP = 5
 
 

@@ -6,8 +6,8 @@
 - ``checkpoint.json``: the search state (population, pending proposals, RNG, counters), replaced
   atomically after every proposal and every record.
 - ``best/``: the Pareto front of all trained candidates: graph files, exported modules, an index.
-- ``report.html``, ``plots/``: written by ``evosearch report`` (:mod:`evosearch.report`).
-- ``rerank/<task>.json``: written by ``evosearch rerank`` (:mod:`evosearch.rerank`).
+- ``report.html``, ``plots/``: written by ``evosearch report`` (:mod:`evosearch.cli.report_html`).
+- ``rerank/<task>.json``: written by ``evosearch rerank`` (:mod:`evosearch.runner.rerank`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import moocore
 import numpy as np
 import yaml
 
-from evosearch.codegen import export_layer
 from evosearch.config import from_dict, to_dict
 from evosearch.errors import EvosearchError
-from evosearch.graph_io import atomic_write_text, graph_from_dict, save_graph
-from evosearch.run_config import RunConfig, load_tasks
+from evosearch.files import atomic_write_text
+from evosearch.layers.codegen import export_layer
+from evosearch.layers.graph_io import graph_from_dict, save_graph
+from evosearch.runner.run_config import RunConfig, load_tasks
 
 CONFIG_FILE = "config.yaml"
 EVENTS_FILE = "events.jsonl"

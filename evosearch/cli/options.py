@@ -1,6 +1,8 @@
-"""CLI command groups: each module registers its subcommands and returns data to the output sink."""
+"""Arguments shared by several commands."""
 
 import argparse
+
+SOURCE_HELP = "a seed name (see 'evosearch seeds'), a graph file (.yaml), or a formula in quotes"
 
 
 def add_set_option(parser: argparse.ArgumentParser, example: str) -> None:

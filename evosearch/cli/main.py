@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from evosearch import __version__
-from evosearch.commands import data, layers, probe, report, run, train
-from evosearch.errors import EvosearchError
+from evosearch.cli import data, layers, probe, report, run, train
+from evosearch.errors import EvosearchError, one_line
 
 COMMAND_GROUPS = (layers, data, probe, train, run, report)
 
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvosearchError as e:
         if debug:
             raise
-        print(f"evosearch: error: {_one_line(e)}", file=sys.stderr)
+        print(f"evosearch: error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("evosearch: interrupted", file=sys.stderr)
@@ -46,16 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(
-            f"evosearch: internal error: {type(e).__name__}: {_one_line(e)} "
+            f"evosearch: internal error: {type(e).__name__}: {one_line(e)} "
             "(set EVOSEARCH_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return 2
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from evosearch.output import emit
+from evosearch.cli.output import emit
 from evosearch.tasks.image_folder import prepare_image_folder
 
 
