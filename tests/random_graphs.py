@@ -18,7 +18,7 @@ def _normalize(draw, graph: LayerGraph, ops: list[str], a: str) -> str:
     mean = graph.add(f"{axes}_mean", a, **attrs)
     out = graph.add("div", graph.add("sub", a, mean), graph.add(f"{axes}_std", a, **attrs))
     if draw(st.booleans()):
-        gamma, beta = graph.param("gamma", 1.0), graph.param("beta", 0.0)
+        gamma, beta = graph.vector("gamma", 1.0), graph.vector("beta", 0.0)
         scaled = graph.add("mul", *draw(st.permutations([gamma, out])))
         out = graph.add("add", *draw(st.permutations([scaled, beta])))
     return out
@@ -34,9 +34,9 @@ def random_graphs(draw, ops: list[str] = SORTED_SEARCH_OPS, max_steps: int = 8) 
     )
     pool = [INPUT]
     if draw(st.booleans()):
-        pool.append(graph.param("v0", 0.0))
+        pool.append(graph.vector("v0", 0.0))
     if draw(st.booleans()):
-        pool.append(graph.param("v1", draw(st.sampled_from([1.0, 0.5, -2.0]))))
+        pool.append(graph.vector("v1", draw(st.sampled_from([1.0, 0.5, -2.0]))))
     for value in draw(st.lists(st.sampled_from([0.0, 1.0, -1.0, 2.0, 0.5]), max_size=2, unique=True)):
         pool.append(graph.const(value))
     on_x = [INPUT]  # nodes that depend on x: the operands moments need

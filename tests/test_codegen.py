@@ -25,8 +25,9 @@ from evosearch.layers.codegen import (
     layer_source,
 )
 from evosearch.layers.formula import parse_formula
-from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph import LayerGraph, Leaf
 from evosearch.layers.graph_io import graph_from_dict
+from evosearch.layers.lowering import lower
 from evosearch.layers.seeds import SEEDS, seed_graph
 from primitives import Kind
 
@@ -324,13 +325,13 @@ def _interpret(graph: LayerGraph, layer: torch.nn.Module, x: torch.Tensor, train
     buffers = buffer_names(graph)
     env: dict[str, torch.Tensor] = {}
     for node in graph:
-        if node.op == "input":
+        if node.op == Leaf.INPUT:
             value = x
-        elif node.op == "param":
+        elif node.op == Leaf.VECTOR:
             value = F.as_channel(getattr(layer, node.name), x)
-        elif node.op == "const":
+        elif node.op == Leaf.CONST:
             value = x.new_tensor(node.attr("value"))
-        elif node.op == "hyper":
+        elif node.op == Leaf.HYPER:
             value = x.new_tensor(float(hp[node.name]))
         else:
             prim = node.primitive
@@ -402,6 +403,8 @@ def test_seed_layers_agree_with_their_primitives(name):
         "(x - instance_mean(x)) / instance_std(x) + instance_mean(x)",
         "max((x - layer_mean(x)) / layer_std(x), 0) - max(x, 0) + min(x, 0)",
         "x / (layer_std(x) + v0) + x / max(instance_rms(x), v1)",
+        # a normalization times itself: no affine for the kernel to absorb
+        "y = (x - layer_mean(x)) / layer_std(x)\ny * y + v0",
     ],
 )
 def test_layers_agree_with_their_primitives(formula):
@@ -436,6 +439,87 @@ def test_seed_layers_run_in_float64_and_float16(name):
     half = copy.deepcopy(layer).train()(x.half())
     assert half.dtype == torch.float16
     torch.testing.assert_close(half.float(), want, rtol=2e-2, atol=2e-2)
+
+
+# ---- lowering: fused kernels, ReLU, guards left out ----------------------------------------------
+
+
+def _forward_source(graph: LayerGraph) -> str:
+    return layer_source(graph).split("def forward")[1]
+
+
+@pytest.mark.parametrize(
+    ("formula", "unguarded"),
+    [
+        ("x / layer_std(x)", True),
+        ("x / (abs(x) + layer_rms(x))", True),
+        ("x / (square(v1) + 0.5)", True),
+        ("x / (layer_std(x) * layer_std(x))", False),  # products of values >= DIV_EPS can be smaller
+        ("x / max(x, 1e-6)", True),
+        ("x / max(x, 1e-7)", False),
+        ("x / min(layer_std(x), 2)", True),
+        ("x / min(layer_std(x), v1)", False),
+        ("x / sqrt(layer_var(x) + instance_std(x))", True),
+        ("x / sqrt(abs(x))", False),
+        ("x / exp(x)", False),
+        ("x / (exp(x) + 1)", True),
+        ("x / stop_gradient(batch_rms(x))", True),
+        ("x / moving_std(x)", True),
+        ("x / layer_var(x)", False),
+        ("x / (sigmoid(x) - -1)", False),  # sub proves nothing
+    ],
+)
+def test_division_guard_is_left_out_only_where_the_divisor_is_proven(formula, unguarded):
+    graph = parse_formula(formula)
+    assert (graph.output in lower(graph).unguarded) == unguarded
+    assert ("safe_div(" in _forward_source(graph)) != unguarded
+
+
+_BATCH_KERNEL = (
+    "batch_normalize(x, self.running_mean, self.running_var, {}, self.training, self.momentum, self.eps)"
+)
+
+
+@pytest.mark.parametrize(
+    ("formula", "kernel"),
+    [
+        ("(x - layer_mean(x)) / layer_std(x)", "group_normalize(x, 1, None, None, self.eps)"),
+        (
+            "v1 * ((x - instance_mean(x)) / instance_std(x)) + v0",
+            "group_normalize(x, None, self.v1, self.v0, self.eps)",
+        ),
+        (
+            "(x - group_mean(x, groups=4)) / group_std(x, groups=4) * v1 + v0",
+            "group_normalize(x, 4, self.v1, self.v0, self.eps)",
+        ),
+        ("(x - group_mean(x)) / group_std(x)", "group_normalize(x, self.groups, None, None, self.eps)"),
+        ("max((x - batch_mean(x)) / batch_std(x), 0)", _BATCH_KERNEL.format("None, None")),
+        ("v0 + (x - batch_mean(x)) / batch_std(x) * v1", _BATCH_KERNEL.format("self.v1, self.v0")),
+        ("y = (x - layer_mean(x)) / layer_std(x)\ny * y + v0", "group_normalize(x, 1, None, None, self.eps)"),
+        ("(x - layer_mean(x)) / instance_std(x)", None),  # different axes
+        ("(x - group_mean(x, groups=4)) / group_std(x)", None),  # different groups
+        ("(x - moving_mean(x)) / moving_std(x)", None),  # no fused kernel for running estimates
+        # batch_norm would update a running mean that something else reads
+        ("(x - batch_mean(x)) / batch_std(x) + batch_mean(x)", None),
+        # a constant is no bias vector: the kernel normalizes, the affine stays outside
+        ("(x - layer_mean(x)) / layer_std(x) * v1 + 2", "group_normalize(x, 1, None, None, self.eps)"),
+    ],
+)
+def test_fused_normalizations(formula, kernel):
+    graph = parse_formula(formula)
+    forward = _forward_source(graph)
+    if kernel is None:
+        assert not lower(graph).fused
+        assert "normalize(" not in forward
+    else:
+        assert f" = {kernel}\n" in forward
+
+
+def test_max_with_zero_is_a_relu():
+    assert "torch.relu(x)" in _forward_source(parse_formula("max(0, x) * v1"))
+    assert lower(parse_formula("max(x, 0)")).with_zero == {"max": "x"}
+    assert not lower(parse_formula("max(x, v0)")).with_zero
+    assert not lower(parse_formula("min(x, 0)")).with_zero
 
 
 # ---- random graphs ------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from random_graphs import random_graphs
 
 from evosearch.errors import GraphError
 from evosearch.layers.formula import parse_formula
-from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph import LayerGraph, Leaf, Shape
 from evosearch.layers.graph_io import graph_from_dict
 from evosearch.layers.seeds import SEEDS, seed_graph
+from primitives import PRIMITIVES
 
 
 def _file(**fields) -> dict:
@@ -22,7 +23,7 @@ def _file(**fields) -> dict:
 def _evonorm_s0_like(order: str = "forward", names: bool = False) -> LayerGraph:
     """x * sigmoid(v * x) / group_std(x), built in two different orders and namings."""
     g = LayerGraph("s0", hyperparameters={"eps": 1e-5, "groups": 32}, final_affine=True)
-    v = g.param("v", 1.0)
+    v = g.vector("v", 1.0)
     if order == "forward":
         gate = g.add("sigmoid", g.add("mul", v, "x", name="vx" if names else None))
         std = g.add("group_std", "x", name="sd" if names else None)
@@ -84,8 +85,8 @@ def test_unused_node():
     g.add("sigmoid", "x")
     g.set_output(g.add("tanh", "x"))
     assert g.problems() == ["node 'sigmoid' (sigmoid(x)) is not used by the output"]
-    v = g.param("v", 1.0)
-    assert "param 'v' is not used by the output" in g.problems()
+    v = g.vector("v", 1.0)
+    assert "vector 'v' is not used by the output" in g.problems()
     g.const(3.0)  # unused constants and hyperparameters are harmless
     assert len(g.problems()) == 2
     assert not g.pruned().problems()
@@ -116,10 +117,10 @@ def test_input_not_defined():
 
 def test_moment_of_a_constant():
     g = LayerGraph()
-    v = g.param("v", 1.0)
+    v = g.vector("v", 1.0)
     for op, arg in [("layer_mean", g.const(2.0)), ("instance_std", v)]:
         g = LayerGraph()
-        arg = g.const(2.0) if op == "layer_mean" else g.param("v", 1.0)
+        arg = g.const(2.0) if op == "layer_mean" else g.vector("v", 1.0)
         stat = g.add(op, arg)
         g.set_output(g.add("add", "x", stat))
         (problem,) = g.problems()
@@ -138,7 +139,7 @@ def test_batch_moment_of_a_value_without_channels():
 
 def test_output_that_does_not_depend_on_x():
     g = LayerGraph()
-    g.set_output(g.add("add", g.param("v", 1.0), g.const(1.0)))
+    g.set_output(g.add("add", g.vector("v", 1.0), g.const(1.0)))
     assert g.problems() == ["output 'add' does not depend on the input x"]
     g = LayerGraph()
     g.set_output(g.const(1.0))
@@ -149,7 +150,7 @@ def test_output_that_does_not_depend_on_x():
 def test_output_that_is_a_reduced_statistic(op):
     g = LayerGraph()
     stat = g.add(op, "x")
-    g.set_output(g.add("add", stat, g.param("v", 0.0)))
+    g.set_output(g.add("add", stat, g.vector("v", 0.0)))
     assert g.problems() == [f"output 'add' ({'add'}) is a statistic, not a feature map"]
     g.set_output(stat)
     assert f"output {stat!r} ({op}) is a statistic, not a feature map" in g.problems()
@@ -238,7 +239,7 @@ HOSTILE_NAMES = [
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_reserved_or_hostile_vector_names(name):
     with pytest.raises(GraphError, match=r"^vector .* (is not a valid name|is a reserved name)"):
-        LayerGraph().param(name, 1.0)
+        LayerGraph().vector(name, 1.0)
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
@@ -261,28 +262,31 @@ def test_hostile_node_names(name):
 
 def test_vector_and_hyperparameter_clashes():
     g = LayerGraph(hyperparameters={"v": 1.0})
-    g.set_output(g.add("mul", "x", g.param("v", 1.0)))
+    g.set_output(g.add("mul", "x", g.vector("v", 1.0)))
     assert "hyperparameter 'v' clashes with the vector of the same name" in g.problems()
     g = LayerGraph()  # eps is resolved (the moment needs it) and clashes with a vector named eps
-    g.set_output(g.add("mul", g.add("sub", "x", g.add("layer_mean", "x")), g.param("eps", 1.0)))
+    g.set_output(g.add("mul", g.add("sub", "x", g.add("layer_mean", "x")), g.vector("eps", 1.0)))
     assert "hyperparameter 'eps' clashes with the vector of the same name" in g.problems()
     g = LayerGraph(hyperparameters={"weight": 2.0}, final_affine=True)
     g.set_output(g.add("neg", "x"))
     assert "hyperparameter 'weight' clashes with the vector of the same name" in g.problems()
     g = LayerGraph(final_affine=True)
-    g.set_output(g.add("mul", "x", g.param("bias", 0.0)))
+    g.set_output(g.add("mul", "x", g.vector("bias", 0.0)))
     assert g.problems() == ["vector 'bias' clashes with the final affine's parameter"]
 
 
 def test_vector_clash_and_init():
     g = LayerGraph()
-    g.param("v", 1.0)
-    assert g.param("v", 1) == "v"
-    with pytest.raises(GraphError, match="vector 'v' clashes with param 'v'"):
-        g.param("v", 0.0)
+    g.vector("v", 1.0)
+    assert g.vector("v", 1) == "v"
+    with pytest.raises(GraphError, match=re.escape("vector 'v' is already defined with init 1.0")):
+        g.vector("v", 0.0)
+    g.hyper("eps")
+    with pytest.raises(GraphError, match="vector 'eps' clashes with hyper 'eps'"):
+        g.vector("eps", 1.0)
     for bad in (float("nan"), float("inf"), "1", True):
         with pytest.raises(GraphError, match="initial value must be a finite number"):
-            LayerGraph().param("w", bad)
+            LayerGraph().vector("w", bad)
     with pytest.raises(GraphError, match="constant inf is not finite"):
         g.const(float("inf"))
     with pytest.raises(GraphError, match="duplicate node name 'n'"):
@@ -367,10 +371,64 @@ def test_hash_depends_on_hyperparameters_final_affine_and_vector_init():
     assert _hash("x * v", vectors={"v": 1.0}) != _hash("x * v", vectors={"v": 2.0})
 
 
+def test_hash_is_pinned():
+    """Hashes are stored in run directories (duplicates on resume, rerank): renames must not move them."""
+    g = parse_formula(
+        "x * sigmoid(v1 * x) / max(group_std(x, groups=8), v0 + 0.001) - batch_mean(x) * rmax",
+        hyperparameters={"rmax": 3.0},
+        final_affine=True,
+    )
+    assert g.structural_hash() == "460bdd8c683da80d6dab27302dded02e"
+
+
 def test_hash_is_stable_across_copies():
     g = seed_graph("batch_renorm_relu")
     assert g.copy().structural_hash() == g.pruned().structural_hash() == g.structural_hash()
     assert len(g.structural_hash()) == 32
+
+
+# ---- analyses: users and shapes ------------------------------------------------------------------
+
+
+def test_users():
+    g = LayerGraph()
+    gate = g.add("sigmoid", "x")
+    v = g.vector("v", 1.0)
+    g.const(2.0)  # unused: no users
+    g.set_output(g.add("add", g.add("mul", gate, gate), "x"))
+    assert g.users() == {
+        "x": ["sigmoid", "add"],
+        v: [],
+        "c": [],
+        "sigmoid": ["mul"],
+        "mul": ["add"],
+        "add": [],
+    }
+
+
+def test_shapes():
+    g = parse_formula("x / layer_std(x) + batch_mean(x) * v1 + instance_mean(x) * 2 + group_rms(x)")
+    shapes = g.shapes()
+    assert shapes["x"] == Shape(batch=True, channel=True, spatial=True)
+    assert shapes["v1"] == shapes["batch_mean"] == Shape(batch=False, channel=True, spatial=False)
+    assert shapes["layer_std"] == Shape(batch=True, channel=False, spatial=False)
+    assert shapes["instance_mean"] == shapes["group_rms"] == Shape(batch=True, channel=True, spatial=False)
+    assert shapes["c"] == Shape(batch=False, channel=False, spatial=False)  # the constant 2
+    assert shapes["mul"] == Shape(batch=False, channel=True, spatial=False)
+    assert shapes[g.output] == shapes["div"] == Shape(batch=True, channel=True, spatial=True)
+
+
+def test_leaf_kinds_are_not_op_names():
+    assert {kind.value for kind in Leaf} == {"input", "vector", "const", "hyper"}
+    assert not {kind.value for kind in Leaf} & set(PRIMITIVES)
+    g = parse_formula("x * v1 + rmax + 2", hyperparameters={"rmax": 3.0})
+    assert {n.name: n.op for n in g if n.is_leaf} == {
+        "x": "input",
+        "v1": "vector",
+        "c": "const",
+        "rmax": "hyper",
+    }
+    assert [n.describe() for n in g if n.is_leaf][:2] == ["input 'x'", "vector 'v1'"]
 
 
 # ---- formula rendering --------------------------------------------------------------------------

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import ast
+import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+import evosearch
 import primitives.functional as F
 from evosearch.errors import GraphError
 from evosearch.layers.codegen import build_layer
-from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph import LayerGraph, Leaf
 from primitives import (
     BATCH_DEPENDENT_OPS,
     BATCH_INDEPENDENT_SEARCH_OPS,
     COMMUTATIVE_OPS,
     ELEMENTWISE_OPS,
+    INFIX_OPS,
     MOMENT_OPS,
+    PREFIX_OPS,
     PRIMITIVES,
     SEARCH_OPS,
     Kind,
+    Sign,
     UnknownOpError,
     get_primitive,
 )
@@ -93,7 +100,7 @@ def test_elementwise_compiled_layer(op):
     c = 3
     prim = get_primitive(op)
     graph = LayerGraph(op)
-    operands = ["x"] if prim.arity == 1 else ["x", graph.param("v", 0.5)]
+    operands = ["x"] if prim.arity == 1 else ["x", graph.vector("v", 0.5)]
     graph.set_output(graph.add(op, *operands))
     layer = build_layer(graph.validate(), c).double()
     if prim.arity == 2:
@@ -413,3 +420,206 @@ def test_unknown_op():
         get_primitive("softmax")
     with pytest.raises(GraphError, match="unknown op 'softmax'"):
         LayerGraph().add("softmax", "x")
+
+
+# ---- facts on the records, checked against torch --------------------------------------------------
+
+SHAPE, GROUPS = (4, 6, 3, 3), 3  # groups of two channels
+# Statistics are computed in float32: a std of zero spread is sqrt(MIN_EPS) = DIV_EPS rounded there.
+DIV_EPS_F32 = float(torch.tensor(F.DIV_EPS, dtype=torch.float32))
+
+
+def _evaluate(prim, args: list[torch.Tensor], eps: float = 1e-30, template: str | None = None):
+    """The op's template (or another of its record) evaluated against the runtime, as the code
+    generator writes it: batch and running statistics are those of the first operand, proxy values
+    are the first operand (its axis 0 the proxy samples)."""
+    names = [f"a{i}" for i in range(len(args))]
+    statistic = f'channel_statistic(a0, "{prim.tracked}")'
+    fields = {"eps": repr(eps), "groups": GROUPS, "x": "a0", "proxy_values": "a0"}
+    fields |= {"tracked": statistic, "running": statistic}
+    code = (template or prim.template).format(*names, **fields)
+    return eval(code, {"torch": torch, **vars(F)}, dict(zip(names, args, strict=True)))
+
+
+def _satisfying(sign: Sign, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """Random values of which exactly ``sign`` is known, reaching its bound: values of either sign
+    from 1e-8 to 1e3 in size, exact zeros, -1000 (exp and sigmoid underflow to 0), a constant sample
+    and two constant channels (a group: every moment's variance is 0 there)."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = 10.0 ** torch.randint(-8, 4, SHAPE, generator=gen)
+    values = torch.randn(SHAPE, generator=gen, dtype=torch.float64) * scale
+    values[0] = 0.0
+    values[:, :2] = 0.0
+    values[1, 2, 0] = -1000.0
+    if sign is Sign.NONNEGATIVE:
+        values = values.abs()
+    elif sign is Sign.POSITIVE:
+        values = values.abs() + F.DIV_EPS
+    return values.to(dtype)
+
+
+def _holds(sign: Sign, values: torch.Tensor) -> bool:
+    if sign is Sign.POSITIVE:
+        return bool((values >= DIV_EPS_F32).all())
+    if sign is Sign.NONNEGATIVE:
+        return bool((values >= 0).all())
+    return True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("op", sorted(PRIMITIVES))
+def test_sign_facts_hold_on_random_inputs(op, dtype):
+    """Whatever an op's record proves of its result from its inputs' signs holds on inputs with just
+    those signs: a division the code generator leaves unguarded on that proof never divides by less
+    than DIV_EPS."""
+    prim = get_primitive(op)
+    for k, premises in enumerate(itertools.product(Sign, repeat=prim.arity)):
+        args = [_satisfying(sign, 10 * k + i, dtype) for i, sign in enumerate(premises)]
+        claim = prim.sign_of(premises)
+        result = _evaluate(prim, args)
+        assert _holds(claim, result), f"{op}{tuple(s.name for s in premises)} is not {claim.name}"
+
+
+def test_sign_facts_are_not_vacuous():
+    assert {get_primitive(op).sign_of([Sign.UNKNOWN] * get_primitive(op).arity) for op in PRIMITIVES} == set(
+        Sign
+    )
+    assert get_primitive("add").sign_of([Sign.POSITIVE, Sign.NONNEGATIVE]) is Sign.POSITIVE
+    assert get_primitive("mul").sign_of([Sign.POSITIVE, Sign.POSITIVE]) is Sign.NONNEGATIVE
+    assert get_primitive("max").sign_of([Sign.UNKNOWN, Sign.POSITIVE]) is Sign.POSITIVE
+    assert get_primitive("min").sign_of([Sign.UNKNOWN, Sign.POSITIVE]) is Sign.UNKNOWN
+
+
+@pytest.mark.parametrize("op", sorted(n for n, p in PRIMITIVES.items() if p.unguarded))
+def test_unguarded_template_equals_the_guarded_one_past_the_bound(op):
+    """Where the last operand is at least DIV_EPS in size (either sign), the guard changes nothing."""
+    prim = get_primitive(op)
+    args = [_satisfying(Sign.UNKNOWN, i, torch.float64) for i in range(prim.arity - 1)]
+    signs = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5)).sign()
+    args.append(_satisfying(Sign.POSITIVE, prim.arity, torch.float64) * signs)
+    assert torch.equal(_evaluate(prim, args, template=prim.unguarded), _evaluate(prim, args))
+
+
+@pytest.mark.parametrize("op", sorted(n for n, p in PRIMITIVES.items() if p.with_zero))
+def test_with_zero_template(op):
+    prim = get_primitive(op)
+    (a,) = _operands(1)
+    zero = torch.zeros_like(a)
+    want = _evaluate(prim, [a], template=prim.with_zero)
+    torch.testing.assert_close(_evaluate(prim, [a, zero]), want)
+    if prim.commutative:
+        torch.testing.assert_close(_evaluate(prim, [zero, a]), want)
+
+
+def test_symbols_are_the_ops_and_precedence_is_pythons():
+    """``a <symbol> b`` computes the op (operands away from any guard), and the declared precedences
+    group operators as Python parses them, so rendered formulas read back as the same graph."""
+    for symbol, op in INFIX_OPS.items():
+        a, b = _operands(2)
+        torch.testing.assert_close(eval(f"a {symbol} b"), _run_template(op, a, b))
+    for symbol, op in PREFIX_OPS.items():
+        (a,) = _operands(1)
+        torch.testing.assert_close(eval(f"{symbol}a"), _run_template(op, a))
+    assert set(INFIX_OPS) == {"+", "-", "*", "/"} and set(PREFIX_OPS) == {"-"}
+    with_symbols = sorted(op for op, p in PRIMITIVES.items() if p.symbol)
+    assert sorted([*INFIX_OPS.values(), *PREFIX_OPS.values()]) == with_symbols  # one op per symbol
+    for left, right in itertools.product(INFIX_OPS, repeat=2):
+        tree = ast.parse(f"a {left} b {right} c", mode="eval").body
+        grouped_left = get_primitive(INFIX_OPS[left]).precedence >= get_primitive(INFIX_OPS[right]).precedence
+        assert isinstance(tree.left, ast.BinOp) == grouped_left, (left, right)
+    for prefix, infix in itertools.product(PREFIX_OPS, INFIX_OPS):
+        tree = ast.parse(f"{prefix}a {infix} b", mode="eval").body
+        binds_tighter = (
+            get_primitive(PREFIX_OPS[prefix]).precedence > get_primitive(INFIX_OPS[infix]).precedence
+        )
+        assert isinstance(tree, ast.BinOp) == binds_tighter, (prefix, infix)
+
+
+FUSED_OPS = sorted(n for n, p in PRIMITIVES.items() if p.fused_kernel)
+
+
+def test_every_std_moment_but_the_moving_one_has_a_fused_kernel():
+    assert FUSED_OPS == ["batch_std", "group_std", "instance_std", "layer_std"]
+    for op in FUSED_OPS:
+        std, mean = get_primitive(op), get_primitive(get_primitive(op).fuses_with)
+        assert (mean.kind, mean.axes, mean.statistic) == (std.kind, std.axes, "mean")
+
+
+@pytest.mark.parametrize("affine", [False, True], ids=["plain", "affine"])
+@pytest.mark.parametrize("op", FUSED_OPS)
+def test_fused_kernel_computes_the_normalization(op, affine):
+    """``(a - mean(a)) / std(a) * weight + bias`` from the primitives equals one call of the std
+    record's kernel; for batch moments in training and in eval (running estimates), where batch_norm
+    also updates the running estimates as the batch moments' tracking does."""
+    std = get_primitive(op)
+    mean = get_primitive(std.fuses_with)
+    gen = torch.Generator().manual_seed(11)
+    a = torch.randn(SHAPE, generator=gen) * 2 + 0.5
+    weight, bias = (torch.randn(SHAPE[1], generator=gen) for _ in range(2))
+    running = {"mean": torch.randn(SHAPE[1], generator=gen), "var": torch.rand(SHAPE[1], generator=gen) + 0.5}
+    eps, momentum = 1e-3, 0.25
+    for training in (True, False) if std.batch_dependent else (True,):
+        if training:
+            centered = a - _evaluate(mean, [a], eps)
+            want = centered / _evaluate(std, [a], eps)
+        else:
+            want = (a - F.as_channel(running["mean"], a)) / F.channel_moment(running["var"], "std", eps, a)
+        if affine:
+            want = want * F.as_channel(weight, a) + F.as_channel(bias, a)
+        names = {"a": a, "w": weight, "b": bias, "rm": running["mean"].clone(), "rv": running["var"].clone()}
+        fields = {"weight": "w" if affine else "None", "bias": "b" if affine else "None", "eps": eps}
+        fields |= {"groups": GROUPS, "running_mean": "rm", "running_var": "rv"}
+        fields |= {"training": training, "momentum": momentum}
+        code = std.fused_kernel.format("a", **fields)
+        got = eval(code, {"torch": torch, **vars(F)}, names)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        if std.batch_dependent:
+            for base, key in (("mean", "rm"), ("var", "rv")):
+                want_running = running[base].clone()
+                if training:
+                    F.update_running(want_running, F.channel_statistic(a, base), momentum, a, base)
+                torch.testing.assert_close(names[key], want_running, msg=f"{op}: running {base}")
+
+
+# ---- op names stay in the registry --------------------------------------------------------------
+
+OP_NAMES = {*PRIMITIVES, *(kind.value for kind in Leaf), "param"}
+
+
+def _is_op(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "op"
+
+
+def _op_name_tests(source: str) -> list[int]:
+    """Lines that test an op's name: ``.op`` compared to an op or leaf name, or string surgery on it."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            strings = {c.value for o in operands for c in ast.walk(o) if isinstance(c, ast.Constant)}
+            if any(_is_op(o) for o in operands) and strings & OP_NAMES:
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_op(node.func.value):
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_no_module_outside_primitives_tests_op_names():
+    """What the compiler and the mutator need to know about an op is a fact on its record: code in
+    evosearch/ asks the record (or compares to ``Leaf`` members); it never tests an op's name."""
+    offences = {
+        str(path.relative_to(Path(evosearch.__file__).parent)): lines
+        for path in sorted(Path(evosearch.__file__).parent.rglob("*.py"))
+        if (lines := _op_name_tests(path.read_text()))
+    }
+    assert not offences
+
+
+def test_op_name_tests_are_found():
+    source = """
+if node.op in ("abs", "exp") or graph.node(i).op == "const":
+    pass
+if mean.op != std.op.replace("_std", "_mean") or node.op == "call_module" or node.op == Leaf.CONST:
+    pass
+"""
+    assert _op_name_tests(source) == [2, 4]

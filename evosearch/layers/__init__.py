@@ -3,9 +3,11 @@
 - :mod:`.graph`: :class:`LayerGraph`, a DAG of :class:`Node` records over :mod:`primitives` ops.
 - :mod:`.formula`: formula text to graph; :mod:`.graph_io`: the YAML graph file format.
 - :mod:`.seeds`: the hand-designed layers (BN-ReLU, GN, EvoNorm, Proxy Norm...) as formulas.
-- :mod:`.codegen`: graph to ``nn.Module`` source (the compiled and the exported layer are one text).
+- :mod:`.codegen`: graph to ``nn.Module`` source (the compiled and the exported layer are one text);
+  :mod:`.lowering`: the pass that plans its fused kernels, ReLUs and unguarded divisions.
 - :mod:`.create`: one factory from any SOURCE (seed name, formula, file, graph, class) to a layer.
 - :mod:`.swap`: put a layer into the norm-act slots of an existing model.
 
-Only :mod:`.codegen`, :mod:`.create` and :mod:`.swap` import torch; the graph side does not.
+Only :mod:`.codegen`, :mod:`.lowering`, :mod:`.create` and :mod:`.swap` import torch; the graph side
+does not.
 """

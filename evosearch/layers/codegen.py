@@ -1,10 +1,12 @@
 """Graph → Python source of an ``nn.Module``: the compiled layer and the exported file are the same text.
 
-The generator emits one assignment per node, in topological order, with readable unique names. Batch
-moments track a running estimate of their per-channel statistic (mean, biased variance, or mean of
-squares) in a buffer, updated with PyTorch's momentum convention at the end of a training-mode forward
-and used in eval mode, as ``BatchNorm`` does. Proxy moments re-emit the element-wise sub-graph between
-``y`` and ``a`` on Gaussian proxy samples.
+The generator emits one assignment per node, in topological order, with readable unique names; the
+lowering pass (:mod:`evosearch.layers.lowering`) says where a fused kernel, a ReLU or an unguarded
+division takes the place of the primitives. Batch moments track a running estimate of their
+per-channel statistic (mean, biased variance, or mean of squares) in a buffer, updated with PyTorch's
+momentum convention at the end of a training-mode forward and used in eval mode, as ``BatchNorm``
+does. Proxy moments re-emit the element-wise sub-graph between ``y`` and ``a`` on Gaussian proxy
+samples.
 
 :func:`compile_layer` executes the source (registered with :mod:`linecache`, so a runtime error points
 at the generated line); :func:`export_layer` writes it with a header, importing only torch and the
@@ -30,7 +32,8 @@ from torch import nn
 import primitives.functional as runtime
 from evosearch.errors import EvosearchError
 from evosearch.files import atomic_write_text
-from evosearch.layers.graph import AFFINE_NAMES, INPUT, LayerGraph, Node, format_number
+from evosearch.layers.graph import AFFINE_NAMES, INPUT, LayerGraph, Leaf, Node, format_number
+from evosearch.layers.lowering import Lowering, Normalization, lower
 from primitives import Kind
 
 _RUNTIME_NAMES = {
@@ -50,6 +53,12 @@ _TAKEN = {
     *keyword.kwlist,
 }
 _DOC_UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;()+\-*/=<>|\[\]{}'!?#%&@^~]")
+# A leaf's value in the forward, over its name and attributes (x is the forward's argument).
+_LEAF_CODE = {
+    Leaf.VECTOR: "as_channel(self.{name}, x)",
+    Leaf.CONST: "x.new_tensor({value!r})",
+    Leaf.HYPER: "x.new_tensor(float(self.{name}))",
+}
 
 
 class _Namespace:
@@ -79,7 +88,7 @@ class _Forward:
     lines: list[str] = field(default_factory=list)
     tracked: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # → (var, buffer)
     proxies: dict[tuple[str, ...], str] = field(default_factory=dict)
-    plan: _Lowering | None = None
+    plan: Lowering | None = None
 
 
 def class_name_for(graph: LayerGraph) -> str:
@@ -202,7 +211,7 @@ def _class_source(graph: LayerGraph, class_name: str) -> str:
 
 
 def _forward_lines(graph: LayerGraph, buffers: dict[tuple[str, str], str]) -> list[str]:
-    fw = _Forward(graph, plan=_lower(graph, buffers))
+    fw = _Forward(graph, plan=lower(graph))
     _emit_tracking(fw, INPUT, buffers)
     for node in graph:
         if node.name == INPUT or node.name not in fw.plan.live:
@@ -241,21 +250,14 @@ def _emit_tracking(fw: _Forward, name: str, buffers: dict[tuple[str, str], str])
 
 
 def _expression(fw: _Forward, node: Node, buffers: dict) -> str:
-    if node.op == "param":
-        return f"as_channel(self.{node.name}, x)"
-    if node.op == "const":
-        return f"x.new_tensor({node.attr('value')!r})"
-    if node.op == "hyper":
-        return f"x.new_tensor(float(self.{node.name}))"
+    if node.is_leaf:
+        return _LEAF_CODE[node.op].format(name=node.name, **dict(node.attrs))
     if node.name in fw.plan.fused:
-        template, a = fw.plan.fused[node.name]
-        return template.format(a=fw.var[a])
-    if node.name in fw.plan.relu:
-        return f"torch.relu({fw.var[fw.plan.relu[node.name]]})"
+        return _fused_call(fw, fw.plan.fused[node.name], buffers)
     prim = node.primitive
+    if node.name in fw.plan.with_zero:
+        return prim.with_zero.format(fw.var[fw.plan.with_zero[node.name]])
     args = [fw.var[i] for i in node.inputs]
-    if node.name in fw.plan.unguarded:
-        return f"{args[0]} / {args[1]}"
     fields = {"eps": "self.eps", "x": "x", "groups": node.attr("groups") or "self.groups"}
     if prim.kind is Kind.BATCH_MOMENT:
         fields["tracked"] = fw.tracked[(node.inputs[0], prim.tracked)][0]
@@ -263,7 +265,24 @@ def _expression(fw: _Forward, node: Node, buffers: dict) -> str:
         fields["running"] = f"self.{buffers[(node.inputs[0], prim.tracked)]}"
     elif prim.kind is Kind.PROXY:
         fields["proxy_values"] = _proxy_values(fw, node)
-    return prim.template.format(*args, **fields)
+    template = prim.unguarded if node.name in fw.plan.unguarded else prim.template
+    return template.format(*args, **fields)
+
+
+def _fused_call(fw: _Forward, norm: Normalization, buffers: dict[tuple[str, str], str]) -> str:
+    """The std record's fused kernel over a, with the affine's vectors (or None)."""
+    fields = {
+        "weight": f"self.{norm.weight}" if norm.weight else "None",
+        "bias": f"self.{norm.bias}" if norm.bias else "None",
+        "eps": "self.eps",
+        "groups": norm.std.attr("groups") or "self.groups",
+        "training": "self.training",
+        "momentum": "self.momentum",
+    }
+    if norm.std.primitive.batch_dependent:  # batch_norm reads and updates the running estimates
+        fields["running_mean"] = f"self.{buffers[(norm.a, norm.mean.primitive.tracked)]}"
+        fields["running_var"] = f"self.{buffers[(norm.a, norm.std.primitive.tracked)]}"
+    return norm.std.primitive.fused_kernel.format(fw.var[norm.a], **fields)
 
 
 def _proxy_values(fw: _Forward, node: Node) -> str:
@@ -282,169 +301,6 @@ def _proxy_values(fw: _Forward, node: Node) -> str:
         fw.lines.append(f"{local[name]} = {inner.primitive.template.format(*operands)}")
     fw.proxies[key] = local[a]
     return local[a]
-
-
-# ---- lowering: where the generator emits something faster than one primitive per node ----------
-
-
-@dataclass(frozen=True)
-class _Lowering:
-    fused: dict[str, tuple[str, str]]  # div node -> (fused normalization template over {a}, a)
-    unguarded: set[str]  # div nodes whose divisor is provably >= DIV_EPS: plain division
-    relu: dict[str, str]  # max(a, 0) nodes -> a
-    live: set[str]  # nodes the forward computes (those only fused patterns used are dropped)
-    tracked: set[tuple[str, str]]  # running statistics the forward tracks itself
-
-
-def _lower(graph: LayerGraph, buffers: dict[tuple[str, str], str]) -> _Lowering:
-    fused = _fused_normalizations(graph, buffers)
-    relu = {}
-    for node in graph.op_nodes:
-        zeros = [i for i in node.inputs if graph.node(i).op == "const" and graph.node(i).attr("value") == 0.0]
-        if node.op == "max" and len(zeros) == 1:
-            relu[node.name] = next(i for i in node.inputs if i not in zeros)
-    live = {graph.output}
-    for node in reversed(list(graph)):
-        if node.name not in live:
-            continue
-        if node.name in fused:
-            live.add(fused[node.name][1])
-        elif node.name in relu:
-            live.add(relu[node.name])
-        else:
-            live.update(node.inputs)
-        if not node.is_leaf and node.primitive.kind is Kind.PROXY:  # its sub-graph is emitted again
-            a, y = node.inputs[:2]
-            live.update(i for name in graph.proxy_path(a, y) for i in graph.node(name).inputs)
-    tracked = {
-        (n.inputs[0], n.primitive.tracked)
-        for n in graph.op_nodes
-        if n.name in live and n.primitive.batch_dependent
-    }
-    divisors = _provably_positive(graph)
-    unguarded = {n.name for n in graph.op_nodes if n.op == "div" and n.inputs[1] in divisors}
-    return _Lowering(fused, unguarded - set(fused), relu, live, tracked)
-
-
-def _normalization_parts(graph: LayerGraph, name: str) -> tuple[Node, Node, Node, str] | None:
-    """For ``div(sub(a, M_mean(a)), M_std(a))`` with the same moment axes: (sub, mean, std, a)."""
-    node = graph.node(name)
-    if node.op != "div":
-        return None
-    sub, std = (graph.node(i) for i in node.inputs)
-    if (
-        sub.op != "sub"
-        or std.is_leaf
-        or std.op not in ("batch_std", "layer_std", "instance_std", "group_std")
-    ):
-        return None
-    a, mean_name = sub.inputs
-    mean = graph.node(mean_name)
-    if mean.op != std.op.replace("_std", "_mean") or mean.inputs != (a,) or std.inputs != (a,):
-        return None
-    if mean.attrs != std.attrs:
-        return None
-    return sub, mean, std, a
-
-
-def _fused_normalizations(
-    graph: LayerGraph, buffers: dict[tuple[str, str], str]
-) -> dict[str, tuple[str, str]]:
-    """Normalizations that torch's fused batch_norm / group_norm kernels compute, by div node."""
-    users: dict[str, list[str]] = {n.name: [] for n in graph}
-    for n in graph.op_nodes:
-        for i in set(n.inputs):
-            users[i].append(n.name)
-    users[graph.output].append("<output>")
-    fused = {}
-    shapes = graph._shapes()
-    for node in graph.op_nodes:
-        parts = _normalization_parts(graph, node.name)
-        if parts is None:
-            continue
-        sub, mean, std, a = parts
-        if not (shapes[a].n and shapes[a].s):
-            # The kernels refuse one value per channel (e.g. a batch statistic normalized again over
-            # the batch); the primitives give 0 there.
-            continue
-        axes = std.primitive.axes
-        if axes == "batch":
-            # batch_norm updates both running estimates itself: only where nothing else reads them.
-            readers = {n.name for n in graph.op_nodes if n.primitive.batch_dependent and n.inputs[0] == a}
-            if readers != {mean.name, std.name} or users[mean.name] != [sub.name]:
-                continue
-            if users[sub.name] != [node.name] or users[std.name] != [node.name]:
-                continue
-            running = f"self.{buffers[(a, 'mean')]}, self.{buffers[(a, 'var')]}"
-            template = (
-                f"batch_normalize({{a}}, {running}, {{affine}}, self.training, self.momentum, self.eps)"
-            )
-        else:
-            groups = {"layer": "1", "instance": "None"}.get(axes) or std.attr("groups")
-            template = f"group_normalize({{a}}, {groups or 'self.groups'}, {{affine}}, self.eps)"
-        affine = _affine_around(graph, node.name, users)
-        if affine is None:
-            fused[node.name] = (template.replace("{affine}", "None, None"), a)
-        else:
-            add, weight, bias = affine
-            fused[add] = (template.replace("{affine}", f"self.{weight}, self.{bias}"), a)
-    return fused
-
-
-def _affine_around(graph: LayerGraph, name: str, users: dict[str, list[str]]) -> tuple[str, str, str] | None:
-    """For ``weight * name + bias`` (vectors, either operand order) that alone uses name:
-    (the add node, weight, bias), which the fused kernel's affine can compute."""
-    if len(users[name]) != 1 or users[name][0] == "<output>":
-        return None
-    mul = graph.node(users[name][0])
-    if mul.op != "mul" or len(users[mul.name]) != 1 or users[mul.name][0] == "<output>":
-        return None
-    add = graph.node(users[mul.name][0])
-    weight = next(i for i in mul.inputs if i != name) if name in mul.inputs else None
-    bias = next((i for i in add.inputs if i != mul.name), None) if add.op == "add" else None
-    if weight is None or bias is None or graph.node(weight).op != "param" or graph.node(bias).op != "param":
-        return None
-    return add.name, weight, bias
-
-
-def _provably_positive(graph: LayerGraph) -> set[str]:
-    """Nodes whose value is at least DIV_EPS everywhere, so dividing by them needs no guard.
-
-    std and rms moments are at least sqrt(eps) (eps >= 1e-12); max, min and sums keep that.
-    """
-    positive: set[str] = set()
-    nonnegative: set[str] = set()
-    for node in graph:
-        is_positive, is_nonnegative = _sign_facts(node, positive, nonnegative)
-        if is_positive:
-            positive.add(node.name)
-        if is_positive or is_nonnegative:
-            nonnegative.add(node.name)
-    return positive
-
-
-def _sign_facts(node: Node, positive: set[str], nonnegative: set[str]) -> tuple[bool, bool]:
-    """(provably >= DIV_EPS, provably >= 0) for one node, from what is known of its inputs."""
-    if node.op == "const":
-        return node.attr("value") >= runtime.DIV_EPS, node.attr("value") >= 0
-    if node.is_leaf:
-        return False, False
-    ins = node.inputs
-    all_nonnegative = all(i in nonnegative for i in ins)
-    prim = node.primitive
-    if prim.statistic in ("std", "rms") and prim.kind is not Kind.PROXY:
-        return True, True
-    if prim.statistic == "var" or node.op in ("abs", "square", "sigmoid", "exp"):
-        return False, True
-    if node.op == "max":
-        return any(i in positive for i in ins), any(i in nonnegative for i in ins)
-    if node.op == "add":
-        return all_nonnegative and any(i in positive for i in ins), all_nonnegative
-    if node.op == "min":
-        return all(i in positive for i in ins), all_nonnegative
-    if node.op in ("stop_gradient", "sqrt"):
-        return ins[0] in positive, all_nonnegative
-    return False, node.op == "mul" and all_nonnegative
 
 
 # ---- helpers, docstrings ------------------------------------------------------------------------

@@ -13,13 +13,15 @@ from collections.abc import Mapping
 
 from evosearch.errors import FormulaError, GraphError
 from evosearch.layers.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
-from primitives import PRIMITIVES
+from primitives import INFIX_OPS, PREFIX_OPS, PRIMITIVES
 
 # EvoNorm's trainable vectors, available to any formula: v0 (init 0) and v1 (init 1).
 EVONORM_VECTORS: dict[str, float] = {"v0": 0.0, "v1": 1.0}
 MAX_FORMULA_CHARS = 20_000
 
-_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
+# Python's operators as the symbols that op records declare (INFIX_OPS, PREFIX_OPS say which op).
+_INFIX_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_PREFIX_SYMBOLS = {ast.USub: "-"}
 
 
 def parse_formula(
@@ -100,25 +102,33 @@ class _Parser:
 
     def expr(self, node: ast.AST, hint: str | None = None) -> str:
         """The graph node of an expression; ``hint`` names it when it is new (``mu = ...``)."""
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return self.graph.add(
-                _BINOPS[type(node.op)], self.expr(node.left), self.expr(node.right), hint=hint
-            )
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            if isinstance(node.op, ast.UAdd):
-                return self.expr(node.operand)
-            if _is_number(node.operand):
-                return self.graph.const(-node.operand.value)
-            return self.graph.add("neg", self.expr(node.operand), hint=hint)
+        if isinstance(node, ast.BinOp):
+            return self.binary(node, hint)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in (*_PREFIX_SYMBOLS, ast.UAdd):
+            return self.unary(node, hint)
         if _is_number(node):
             return self.graph.const(node.value)
         if isinstance(node, ast.Name):
             return self.name(node)
         if isinstance(node, ast.Call):
             return self.call(node, hint)
-        if isinstance(node, ast.BinOp):
-            raise self.fail(node, f"operator {type(node.op).__name__} is not in the vocabulary (use + - * /)")
         raise self.fail(node, f"unsupported syntax {type(node).__name__}")
+
+    def binary(self, node: ast.BinOp, hint: str | None) -> str:
+        op = INFIX_OPS.get(_INFIX_SYMBOLS.get(type(node.op), ""))
+        if op is None:
+            operators = " ".join(INFIX_OPS)
+            raise self.fail(
+                node, f"operator {type(node.op).__name__} is not in the vocabulary (use {operators})"
+            )
+        return self.graph.add(op, self.expr(node.left), self.expr(node.right), hint=hint)
+
+    def unary(self, node: ast.UnaryOp, hint: str | None) -> str:
+        if isinstance(node.op, ast.UAdd):
+            return self.expr(node.operand)
+        if isinstance(node.op, ast.USub) and _is_number(node.operand):
+            return self.graph.const(-node.operand.value)  # -2 is a number, not the op applied to 2
+        return self.graph.add(PREFIX_OPS[_PREFIX_SYMBOLS[type(node.op)]], self.expr(node.operand), hint=hint)
 
     def name(self, node: ast.Name) -> str:
         ident = node.id
@@ -127,7 +137,7 @@ class _Parser:
         if ident == INPUT:
             return INPUT
         if ident in self.vectors:
-            return self.graph.param(ident, self.vectors[ident])
+            return self.graph.vector(ident, self.vectors[ident])
         if ident in self.graph.hyperparameters or ident in DEFAULT_HYPERPARAMETERS:
             return self.graph.hyper(ident)
         known = [INPUT, *sorted(self.vectors), *sorted(self.bound)]

@@ -1,10 +1,11 @@
 """Layer graphs: a normalization-activation layer as a DAG over primitive ops.
 
-Every value is a :class:`Node`: the leaves are the input ``x``, per-channel trainable vectors
-(``param``), numeric constants (``const``) and layer hyperparameters used as values (``hyper``); the
-others apply a primitive to earlier nodes. Nodes are added through :meth:`LayerGraph.add` only, which
-checks op, arity and inputs, so a graph is always in topological order; :meth:`LayerGraph.validate`
-checks the whole (one output, nothing unused, shapes that make sense, the allowed op set).
+Every value is a :class:`Node`: the leaves (:class:`Leaf`) are the input ``x``, per-channel trainable
+vectors, numeric constants and layer hyperparameters used as values; the others apply a primitive to
+earlier nodes. Nodes are added through :meth:`LayerGraph.add` only, which checks op, arity and inputs,
+so a graph is always in topological order; :meth:`LayerGraph.validate` checks the whole (one output,
+nothing unused, shapes that make sense, the allowed op set). :meth:`LayerGraph.shapes` and
+:meth:`LayerGraph.users` are the analyses that passes over a graph (lowering, for one) build on.
 
 A layer computes ``y = graph(x)``, then ``weight * y + bias`` when ``final_affine`` is set.
 """
@@ -12,20 +13,33 @@ A layer computes ``y = graph(x)``, then ``weight * y + bias`` when ``final_affin
 from __future__ import annotations
 
 import builtins
+import enum
 import hashlib
 import keyword
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
 from evosearch.errors import GraphError
-from primitives import PRIMITIVES, Kind, Primitive, UnknownOpError, get_primitive
+from primitives import PREFIX_OPS, PRIMITIVES, Kind, Primitive, UnknownOpError, get_primitive
 
-LEAF_OPS = ("input", "param", "const", "hyper")
+
+class Leaf(str, enum.Enum):
+    """The kinds of leaf node, kept in ``Node.op`` where op nodes keep a primitive's name."""
+
+    INPUT = "input"  # the layer's input, named x
+    VECTOR = "vector"  # a per-channel trainable vector; attribute init
+    CONST = "const"  # a number; attribute value
+    HYPER = "hyper"  # a layer hyperparameter read as a value, named after it
+
+    def __str__(self) -> str:
+        return self.value
+
+
 INPUT = "x"
 
 # Hyperparameters a layer gets when its graph needs them and does not set them.
@@ -143,7 +157,7 @@ class Node:
 
     @property
     def is_leaf(self) -> bool:
-        return self.op in LEAF_OPS
+        return self.op in _LEAF_KINDS
 
     @property
     def primitive(self) -> Primitive:
@@ -155,22 +169,22 @@ class Node:
 
 
 @dataclass(frozen=True)
-class _Shape:
-    """Which axes of x a value spans: batch (N), channel (C), spatial (H, W)."""
+class Shape:
+    """Which axes of x a value spans: batch (N), channel (C), spatial (H, W); a missing one broadcasts."""
 
-    n: bool
-    c: bool
-    s: bool
+    batch: bool
+    channel: bool
+    spatial: bool
 
-    def __or__(self, other: _Shape) -> _Shape:
-        return _Shape(self.n or other.n, self.c or other.c, self.s or other.s)
+    def __or__(self, other: Shape) -> Shape:
+        return Shape(self.batch or other.batch, self.channel or other.channel, self.spatial or other.spatial)
 
 
-_FULL, _CHANNEL, _SCALAR = (
-    _Shape(True, True, True),
-    _Shape(False, True, False),
-    _Shape(False, False, False),
-)
+_FULL, _CHANNEL, _SCALAR = Shape(True, True, True), Shape(False, True, False), Shape(False, False, False)
+_LEAF_KINDS = frozenset(Leaf)
+_LEAF_SHAPES = {Leaf.INPUT: _FULL, Leaf.VECTOR: _CHANNEL, Leaf.CONST: _SCALAR, Leaf.HYPER: _SCALAR}
+# Leaves the output need not use: a vector it does not read would be a parameter without gradient.
+_MAY_BE_UNUSED = {Leaf.INPUT, Leaf.CONST, Leaf.HYPER}
 
 
 @dataclass
@@ -187,7 +201,7 @@ class LayerGraph:
         self._dag = nx.DiGraph()
         self._counter: dict[str, int] = {}
         self._interned: dict[tuple, str] = {}
-        self._insert(Node(INPUT, "input"))
+        self._insert(Node(INPUT, Leaf.INPUT))
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -208,26 +222,28 @@ class LayerGraph:
             if name not in self._nodes:
                 return name
 
-    def param(self, name: str, init: float) -> str:
+    def vector(self, name: str, init: float) -> str:
         """A per-channel trainable vector, initialised to ``init`` (EvoNorm: v0 = 0, v1 = 1)."""
         check_identifier(name, "vector")
         if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
             raise GraphError(f"vector {name!r}: initial value must be a finite number, got {init!r}")
         if name in self._nodes:
             node = self._nodes[name]
-            if node.op != "param" or node.attr("init") != float(init):
+            if node.op != Leaf.VECTOR:
                 raise GraphError(f"vector {name!r} clashes with {node.describe()}")
+            if node.attr("init") != float(init):
+                raise GraphError(f"vector {name!r} is already defined with init {node.attr('init')!r}")
             return name
-        return self._insert(Node(name, "param", attrs=(("init", float(init)),)))
+        return self._insert(Node(name, Leaf.VECTOR, attrs=(("init", float(init)),)))
 
     def const(self, value: float) -> str:
         value = float(value) + 0.0  # -0.0 -> 0.0: it renders as "0" and hashes as 0.0
         if not math.isfinite(value):
             raise GraphError(f"constant {value!r} is not finite")
-        key = ("const", (), (("value", value),))
+        key = (Leaf.CONST, (), (("value", value),))
         if key in self._interned:
             return self._interned[key]
-        return self._insert(Node(self._fresh_name("c"), "const", attrs=(("value", value),)))
+        return self._insert(Node(self._fresh_name("c"), Leaf.CONST, attrs=(("value", value),)))
 
     def hyper(self, name: str) -> str:
         """A layer hyperparameter used as a value (e.g. Batch Renorm's ``rmax``)."""
@@ -235,10 +251,10 @@ class LayerGraph:
         if name not in self.hyperparameters and name not in DEFAULT_HYPERPARAMETERS:
             raise GraphError(f"hyperparameter {name!r} is used but not declared")
         if name in self._nodes:
-            if self._nodes[name].op != "hyper":
+            if self._nodes[name].op != Leaf.HYPER:
                 raise GraphError(f"hyperparameter {name!r} clashes with {self._nodes[name].describe()}")
             return name
-        return self._insert(Node(name, "hyper"))
+        return self._insert(Node(name, Leaf.HYPER))
 
     def add(
         self, op: str, *inputs: str, name: str | None = None, hint: str | None = None, **attrs: Any
@@ -310,7 +326,7 @@ class LayerGraph:
     @property
     def vectors(self) -> dict[str, float]:
         """Trainable per-channel vectors and their initial values."""
-        return {n.name: n.attr("init") for n in self if n.op == "param"}
+        return {n.name: n.attr("init") for n in self if n.op == Leaf.VECTOR}
 
     @property
     def ops(self) -> set[str]:
@@ -323,10 +339,19 @@ class LayerGraph:
     def ancestors(self, name: str) -> set[str]:
         return nx.ancestors(self._dag, name)
 
+    def users(self) -> dict[str, list[str]]:
+        """For every node, the op nodes that read it (each once, in graph order), as torch.fx's
+        ``Node.users``; reading the output is not a use."""
+        users: dict[str, list[str]] = {n.name: [] for n in self}
+        for node in self.op_nodes:
+            for i in dict.fromkeys(node.inputs):
+                users[i].append(node.name)
+        return users
+
     def resolved_hyperparameters(self) -> dict[str, float | int]:
         """The hyperparameters the layer uses: those its ops need and those read as values, with the
         declared value or the default. Declared but unused ones drop out (they change nothing)."""
-        needed = {n.name for n in self if n.op == "hyper"}
+        needed = {n.name for n in self if n.op == Leaf.HYPER}
         for n in self.op_nodes:
             prim = n.primitive
             if prim.kind is not Kind.ELEMENTWISE:
@@ -376,11 +401,11 @@ class LayerGraph:
         allowed = None if allowed_ops is None else set(allowed_ops)
         used = self.ancestors(self.output) | {self.output}
         for node in self:
-            if node.name != INPUT and node.name not in used and node.op not in ("const", "hyper"):
+            if node.name not in used and node.op not in _MAY_BE_UNUSED:
                 out.append(f"{node.describe()} is not used by the output")
             if allowed is not None and not node.is_leaf and node.op not in allowed:
                 out.append(f"{node.describe()} uses op {node.op!r}, outside the allowed set")
-        shapes = self._shapes()
+        shapes = self.shapes()
         depends = self._depends_on_input()
         for node in self.op_nodes:
             out.extend(self._node_problems(node, shapes, depends))
@@ -429,7 +454,7 @@ class LayerGraph:
         (arg,) = node.inputs
         if not depends[arg]:
             yield f"{node.describe()}: input {arg!r} does not depend on x; moments need a feature map"
-        elif prim.kind in (Kind.BATCH_MOMENT, Kind.MOVING) and not shapes[arg].c:
+        elif prim.kind in (Kind.BATCH_MOMENT, Kind.MOVING) and not shapes[arg].channel:
             yield f"{node.describe()}: input {arg!r} has no channel axis left for a per-channel statistic"
 
     def _proxy_problems(self, node: Node, depends: dict) -> Iterator[str]:
@@ -454,15 +479,12 @@ class LayerGraph:
         between = (nx.descendants(self._dag, y) & self.ancestors(a)) | {a}
         return [n.name for n in self if n.name in between]
 
-    def _shapes(self) -> dict[str, _Shape]:
-        shapes: dict[str, _Shape] = {}
+    def shapes(self) -> dict[str, Shape]:
+        """The shape pass: which axes of x each value spans (as torch.fx's ShapeProp, symbolically)."""
+        shapes: dict[str, Shape] = {}
         for node in self:
-            if node.op == "input":
-                shapes[node.name] = _FULL
-            elif node.op == "param":
-                shapes[node.name] = _CHANNEL
-            elif node.is_leaf:
-                shapes[node.name] = _SCALAR
+            if node.is_leaf:
+                shapes[node.name] = _LEAF_SHAPES[node.op]
             else:
                 shapes[node.name] = _op_shape(node.primitive, [shapes[i] for i in node.inputs])
         return shapes
@@ -470,7 +492,7 @@ class LayerGraph:
     def _depends_on_input(self) -> dict[str, bool]:
         depends: dict[str, bool] = {}
         for node in self:
-            depends[node.name] = node.op == "input" or any(depends[i] for i in node.inputs)
+            depends[node.name] = node.op == Leaf.INPUT or any(depends[i] for i in node.inputs)
             if not node.is_leaf and node.primitive.kind is Kind.PROXY:
                 depends[node.name] = False  # a proxy moment is a per-channel function of parameters
         return depends
@@ -506,14 +528,14 @@ class LayerGraph:
         return f"LayerGraph({self.name!r}, {out!r}, final_affine={self.final_affine})"
 
 
-_LEAF_RANK = {op: rank for rank, op in enumerate(LEAF_OPS)}
+_LEAF_RANK = {kind: rank for rank, kind in enumerate(Leaf)}
 
 
 def _leaf_order(node: Node) -> tuple:
     return (_LEAF_RANK[node.op], node.attr("value", 0.0), node.name)
 
 
-def _op_shape(prim: Primitive, inputs: list[_Shape]) -> _Shape:
+def _op_shape(prim: Primitive, inputs: list[Shape]) -> Shape:
     if prim.kind is Kind.ELEMENTWISE:
         shape = _SCALAR
         for s in inputs:
@@ -523,32 +545,37 @@ def _op_shape(prim: Primitive, inputs: list[_Shape]) -> _Shape:
     if prim.kind in (Kind.BATCH_MOMENT, Kind.MOVING, Kind.PROXY):
         return _CHANNEL
     if prim.axes == "layer":
-        return _Shape(arg.n, False, False)
-    return _Shape(arg.n, arg.c, False)  # group moments: per sample and channel, broadcast over space
+        return Shape(arg.batch, False, False)
+    return Shape(arg.batch, arg.channel, False)  # group moments: per sample and channel, broadcast over space
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+# A leaf's part of the structural hash. Vectors keep the tag of their first name, "param": hashes are
+# stored in run directories (duplicates on resume, rerank) and must not change with a rename.
+_LEAF_KEYS: dict[Leaf, Callable[[Node], str]] = {
+    Leaf.INPUT: lambda node: "input",
+    Leaf.VECTOR: lambda node: f"param:{node.name}:{node.attr('init')!r}",
+    Leaf.CONST: lambda node: f"const:{node.attr('value')!r}",
+    Leaf.HYPER: lambda node: f"hyper:{node.name}",
+}
+
+
 def _node_key(node: Node, keys: dict[str, str]) -> str:
-    if node.op == "input":
-        return "input"
-    if node.op == "param":
-        return f"param:{node.name}:{node.attr('init')!r}"
-    if node.op == "const":
-        return f"const:{node.attr('value')!r}"
-    if node.op == "hyper":
-        return f"hyper:{node.name}"
+    if node.is_leaf:
+        return _LEAF_KEYS[node.op](node)
     children = [keys[i] for i in node.inputs]
     if node.primitive.commutative:
         children.sort()
     return repr((node.op, node.attrs, children))
 
 
-# Formula rendering: infix for arithmetic, calls for the rest. Precedence as in Python.
-_INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2), "div": ("/", 2)}
-_ATOM, _UNARY = 4, 3
+# Formula rendering: the records' infix and prefix symbols for arithmetic, calls for the rest, with
+# the records' precedences (as in Python). A name, number or call binds tighter than any operator.
+_ATOM = 1 + max(p.precedence for p in PRIMITIVES.values())
+_NEGATIVE = PRIMITIVES[PREFIX_OPS["-"]].precedence  # a negative number reads as a unary minus
 
 
 def format_number(value: float) -> str:
@@ -556,22 +583,22 @@ def format_number(value: float) -> str:
 
 
 def _render(node: Node, texts: dict[str, tuple[str, int]]) -> tuple[str, int]:
-    if node.op == "const":
+    if node.op == Leaf.CONST:
         text = format_number(node.attr("value"))
-        return text, (_UNARY if text.startswith("-") else _ATOM)
+        return text, (_NEGATIVE if text.startswith("-") else _ATOM)
     if node.is_leaf:
         return node.name, _ATOM
     args = [texts[i] for i in node.inputs]
-    if node.op in _INFIX:
-        symbol, prec = _INFIX[node.op]
+    prim = node.primitive
+    if prim.symbol and prim.arity == 2:
         (lt, lp), (rt, rp) = args
-        left = lt if lp >= prec else f"({lt})"
-        right = rt if rp > prec else f"({rt})"
-        return f"{left} {symbol} {right}", prec
-    if node.op == "neg":
+        left = lt if lp >= prim.precedence else f"({lt})"
+        right = rt if rp > prim.precedence else f"({rt})"
+        return f"{left} {prim.symbol} {right}", prim.precedence
+    if prim.symbol:
         ((t, p),) = args
         if t[:1].isdigit():  # "-2" would read back as the constant -2, not neg(2)
-            return f"neg({t})", _ATOM
-        return f"-{t}" if p >= _ATOM else f"-({t})", _UNARY
+            return f"{node.op}({t})", _ATOM
+        return f"{prim.symbol}{t}" if p >= _ATOM else f"{prim.symbol}({t})", prim.precedence
     call_args = [t for t, _ in args] + [f"{k}={format_number(float(v))}" for k, v in node.attrs]
     return f"{node.op}({', '.join(call_args)})", _ATOM

@@ -31,7 +31,7 @@ import yaml
 from evosearch.errors import EvosearchError, FormulaError, GraphError, one_line
 from evosearch.files import atomic_write_text
 from evosearch.layers.formula import parse_formula
-from evosearch.layers.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
+from evosearch.layers.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph, Leaf
 
 FORMAT_KEY = "evosearch_graph"
 FORMAT_VERSION = 1
@@ -71,7 +71,7 @@ def graph_to_dict(graph: LayerGraph) -> dict[str, Any]:
 
 def _input_ref(graph: LayerGraph, name: str) -> str | float:
     node = graph.node(name)
-    return node.attr("value") if node.op == "const" else name
+    return node.attr("value") if node.op == Leaf.CONST else name
 
 
 def dump_graph(graph: LayerGraph) -> str:
@@ -129,7 +129,7 @@ def graph_from_dict(data: Any) -> LayerGraph:
         )
     graph = LayerGraph(name, dict(hyperparameters), final_affine)
     for key, init in vectors.items():
-        graph.param(key, init)
+        graph.vector(key, init)
     _add_nodes(graph, _typed(data, "nodes", list, []))
     output = data.get("output")
     graph.set_output(_resolve(graph, output) if output is not None else _missing("output"))

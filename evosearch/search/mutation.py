@@ -27,7 +27,15 @@ from types import MappingProxyType
 
 from evosearch.errors import EvosearchError, GraphError
 from evosearch.layers.formula import EVONORM_VECTORS
-from evosearch.layers.graph import AFFINE_NAMES, INPUT, LayerGraph, Node, check_identifier, format_number
+from evosearch.layers.graph import (
+    AFFINE_NAMES,
+    INPUT,
+    LayerGraph,
+    Leaf,
+    Node,
+    check_identifier,
+    format_number,
+)
 from primitives import PRIMITIVES, SEARCH_OPS, Kind
 
 MUTATIONS = ("change_op", "rewire", "insert", "delete")
@@ -183,7 +191,7 @@ class _Draft:
 
     def label(self, name: str) -> str:
         for leaf in self.leaves:
-            if leaf.name == name and leaf.op == "const":
+            if leaf.name == name and leaf.op == Leaf.CONST:
                 return format_number(leaf.attr("value"))
         return name
 
@@ -209,16 +217,16 @@ def _space_leaves(space: SearchSpace, existing: Iterable[Node], final_affine: bo
     """The space's vectors and constants that ``existing`` leaves lack (clashing names skipped)."""
     existing = list(existing)
     taken = {INPUT, *(n.name for n in existing)}
-    values = {n.attr("value") for n in existing if n.op == "const"}
+    values = {n.attr("value") for n in existing if n.op == Leaf.CONST}
     out = []
     for vector, init in space.vectors.items():
         if vector not in taken and not (final_affine and vector in AFFINE_NAMES):
-            out.append(Node(vector, "param", attrs=(("init", init),)))
+            out.append(Node(vector, Leaf.VECTOR, attrs=(("init", init),)))
             taken.add(vector)
     for value in space.constants:
         if value not in values:
             name = _fresh("const", taken)  # a placeholder: the rebuilt graph names its constants
-            out.append(Node(name, "const", attrs=(("value", value),)))
+            out.append(Node(name, Leaf.CONST, attrs=(("value", value),)))
             taken.add(name)
             values.add(value)
     return out
@@ -290,9 +298,9 @@ def _build(
     real = {INPUT: INPUT}
     try:
         for leaf in draft.leaves:
-            if leaf.op == "param":
-                real[leaf.name] = graph.param(leaf.name, leaf.attr("init"))
-            elif leaf.op == "const":
+            if leaf.op == Leaf.VECTOR:
+                real[leaf.name] = graph.vector(leaf.name, leaf.attr("init"))
+            elif leaf.op == Leaf.CONST:
                 real[leaf.name] = graph.const(leaf.attr("value"))
             else:
                 real[leaf.name] = graph.hyper(leaf.name)
