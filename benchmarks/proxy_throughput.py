@@ -25,8 +25,8 @@ from timm.layers import EvoNorm2dS0
 from torch import nn
 
 from evosearch import build_layer, seed_graph
+from evosearch.layers.create import LayerFactory
 from evosearch.tasks.datasets import load_dataset
-from evosearch.tasks.models import NormAct
 from evosearch.tasks.specs import DEFAULT_TASK, load_task
 from evosearch.tasks.train import DeviceData, TaskConfig, resolve_device, train_network
 from primitives.functional import resolve_groups
@@ -42,14 +42,14 @@ def bn_relu(num_features: int) -> nn.Module:
 
 
 # name -> (our slot, the reference slot, the norm without activation both use)
-PAIRS: dict[str, tuple[NormAct, NormAct, str]] = {
+PAIRS: dict[str, tuple[LayerFactory, LayerFactory, str]] = {
     "evonorm_s0": (functools.partial(build_layer, seed_graph("evonorm_s0")), timm_evonorm_s0, "affine"),
     "bn_relu": (functools.partial(build_layer, seed_graph("bn_relu")), bn_relu, "batchnorm"),
 }
 
 
 def paired_throughput(
-    ours: NormAct, reference: NormAct, task: TaskConfig, data: DeviceData, repeats: int
+    ours: LayerFactory, reference: LayerFactory, task: TaskConfig, data: DeviceData, repeats: int
 ) -> tuple[float, float]:
     """Median training images/s of each, the runs alternating."""
     rates: dict[int, list[float]] = {0: [], 1: []}

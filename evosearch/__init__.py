@@ -39,6 +39,7 @@ _EXPORTS = {
     "compile_layer": "evosearch.layers.codegen",
     "export_layer": "evosearch.layers.codegen",
     "layer_source": "evosearch.layers.codegen",
+    "create_layer": "evosearch.layers.create",
     "resolve_source": "evosearch.layers.create",
     "SwapReport": "evosearch.layers.swap",
     "swap_norm_act": "evosearch.layers.swap",
@@ -56,6 +57,7 @@ __all__ = [
     "__version__",
     "build_layer",
     "compile_layer",
+    "create_layer",
     "dump_graph",
     "export_layer",
     "graph_from_dict",
@@ -86,7 +88,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static analysers and IDEs see the names directly
     from evosearch.errors import EvosearchError, FormulaError, GraphError, SourceError
     from evosearch.layers.codegen import build_layer, compile_layer, export_layer, layer_source
-    from evosearch.layers.create import resolve_source
+    from evosearch.layers.create import create_layer, resolve_source
     from evosearch.layers.formula import parse_formula
     from evosearch.layers.graph import LayerGraph, Node
     from evosearch.layers.graph_io import dump_graph, graph_from_dict, load_graph, save_graph

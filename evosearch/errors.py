@@ -14,7 +14,7 @@ class FormulaError(EvosearchError):
 
 
 class SourceError(EvosearchError):
-    """A SOURCE argument is neither a seed name, a graph file, nor a formula."""
+    """A SOURCE names no layer: not a seed name, a formula, a graph file, a LayerGraph or a module class."""
 
 
 class DatasetError(EvosearchError):

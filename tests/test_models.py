@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from evosearch.config import ConfigError, from_dict, to_dict
+from evosearch.layers.norm_without_act import ChannelAffine
 from evosearch.layers.seeds import seed_graph
 from evosearch.tasks.models import (
     ARCHITECTURES,
-    ChannelAffine,
     ModelConfig,
     SlotNetwork,
     build_model,
@@ -100,13 +101,13 @@ def _count(model: nn.Module, kind: type[nn.Module]) -> int:
 
 @pytest.mark.parametrize("arch", ["resnet50", "mobilenet_v2", "efficientnet_b0"])
 def test_norms_without_activation(arch):
-    """EvoNorm's convention by default (an affine), or the candidate, or BatchNorm2d there; the slots
-    proper always hold the candidate."""
+    """EvoNorm's convention by default (an affine), or the layer, or BatchNorm2d there; the slots
+    proper always hold the layer."""
     graph = seed_graph("evonorm_s0")
     layer_type = type(build_model(ModelConfig(), graph, 10).final_norm_act)
     models = {
         mode: build_model(ModelConfig(arch=arch, norm_without_act=mode, **TINY), graph, 10)
-        for mode in ("affine", "candidate", "batchnorm")
+        for mode in ("affine", "layer", "batchnorm")
     }
     slots = _count(models["affine"], layer_type)
     no_act = _count(models["affine"], ChannelAffine)
@@ -115,8 +116,17 @@ def test_norms_without_activation(arch):
         _count(models["batchnorm"], nn.BatchNorm2d) == no_act
         and _count(models["batchnorm"], layer_type) == slots
     )
-    assert _count(models["candidate"], layer_type) == slots + no_act
-    assert not any(_count(models["candidate"], kind) for kind in (ChannelAffine, nn.BatchNorm2d))
+    assert _count(models["layer"], layer_type) == slots + no_act
+    assert not any(_count(models["layer"], kind) for kind in (ChannelAffine, nn.BatchNorm2d))
+
+
+def test_old_spelling_candidate_loads_as_layer_and_is_written_as_layer():
+    """Task files and run directories from before say ``candidate``; they load, and are written back
+    in today's words. A word of neither vocabulary is one config error naming the choices."""
+    config = from_dict(ModelConfig, {"arch": "resnet50", "norm_without_act": "candidate"}, "model")
+    assert config.norm_without_act == "layer" and to_dict(config)["norm_without_act"] == "layer"
+    with pytest.raises(ConfigError, match="norm_without_act must be one of affine, layer, batchnorm"):
+        from_dict(ModelConfig, {"norm_without_act": "candidates"}, "model")
 
 
 def test_cifar_resnet_is_all_slots():
@@ -186,6 +196,7 @@ def test_channel_affine_is_gamma_x_plus_beta():
         1, 3, 1, 1
     )
     torch.testing.assert_close(layer(x), expected)
+    assert layer(x.bfloat16()).dtype == torch.bfloat16  # under autocast it keeps the input's precision
 
 
 def test_build_network_accepts_any_slot_factory():

@@ -16,8 +16,8 @@ import torchvision
 from torch import nn
 
 from evosearch import compile_layer, seed_graph, swap_norm_act
-from evosearch.errors import EvosearchError
-from evosearch.layers.swap import ChannelAffine
+from evosearch.errors import EvosearchError, SourceError
+from evosearch.layers.norm_without_act import ChannelAffine
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -152,10 +152,19 @@ def test_layer_given_as_graph_class_or_factory():
         model = torchvision.models.resnet18(weights=None)
         assert swap_norm_act(model, layer).counts["norm_act"] == 9
         assert model(image()).shape == (2, 1000)
-    with pytest.raises(TypeError, match="layer must be"):
+    with pytest.raises(SourceError, match="not a module instance"):
         swap_norm_act(torchvision.models.resnet18(weights=None), nn.ReLU())
-    with pytest.raises(ValueError, match="norm_without_act"):
+    with pytest.raises(ValueError, match="norm_without_act must be one of affine, layer, batchnorm"):
         swap_norm_act(torchvision.models.resnet18(weights=None), graph, norm_without_act="drop")
+
+
+def test_old_spelling_keep_is_batchnorm():
+    """``keep`` was swap's word for ``batchnorm``: the model's BatchNorm stays, the very same object."""
+    model = torchvision.models.resnet18(weights=None)
+    downsample = model.layer2[0].downsample[1]
+    report = swap_norm_act(model, "evonorm_s0", norm_without_act="keep")
+    assert report.counts == {"norm_act": 9, "norm_only": 0, "kept": 11}
+    assert model.layer2[0].downsample[1] is downsample
 
 
 class SharedInRoot(nn.Module):

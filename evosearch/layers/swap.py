@@ -16,34 +16,30 @@ same submodule paths (so ``state_dict`` keys do not change), whose forward skips
 after the replaced BatchNorms and still applies it after the residual add.
 
 A BatchNorm not followed by an activation — the last of a bottleneck, before the residual add, a
-downsample shortcut, MobileNet's linear bottleneck — is handled by ``norm_without_act``:
+downsample shortcut, MobileNet's linear bottleneck — is filled as ``norm_without_act`` says, in the
+vocabulary of :mod:`evosearch.layers.norm_without_act`:
 
-- ``"keep"`` (default): left as is. The searched layers replace a normalization *with* its
-  activation; putting one where the architecture has none adds a nonlinearity (before the residual
-  add, or in a linear bottleneck), and dropping the normalization changes the training dynamics.
-  Keeping the BatchNorm is the least change and keeps pretrained statistics usable; note it keeps
-  the model batch-dependent even where the layer is not.
-- ``"affine"``: a per-channel affine (:class:`ChannelAffine`) — EvoNorm's convention for ResNets
-  trained from scratch, where the normalization of the branch is left to the layers before it.
-- ``"layer"``: the candidate layer there too.
+- ``"batchnorm"`` (default): the model's BatchNorm, left as it is. The searched layers replace a
+  normalization *with* its activation; putting one where the architecture has none adds a
+  nonlinearity (before the residual add, or in a linear bottleneck), and dropping the normalization
+  changes the training dynamics. Keeping the BatchNorm is the least change and keeps pretrained
+  statistics usable; note it keeps the model batch-dependent even where the layer is not.
+- ``"affine"``: a per-channel affine (``ChannelAffine``) — EvoNorm's convention for ResNets trained
+  from scratch, where the normalization of the branch is left to the layers before it.
+- ``"layer"``: the layer there too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import torch
 from torch import fx, nn
 
 from evosearch.errors import EvosearchError
-from evosearch.layers.codegen import compile_layer
-from evosearch.layers.graph import LayerGraph
+from evosearch.layers.create import LayerFactory, LayerSource, layer_factory
+from evosearch.layers.norm_without_act import NormWithoutAct, norm_without_act_factory, parse_norm_without_act
 from evosearch.text import table
-
-NormWithoutAct = Literal["keep", "affine", "layer"]
-LayerFactory = Callable[[int], nn.Module]
 
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU,
@@ -59,23 +55,6 @@ ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.PReLU,
 )
 PASS_THROUGH: tuple[type[nn.Module], ...] = (nn.Identity,)
-
-
-class ChannelAffine(nn.Module):
-    """``weight * x + bias`` per channel of an N×C×... tensor: a BatchNorm without the normalization."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return x * self.weight.view(shape) + self.bias.view(shape)
-
-    def extra_repr(self) -> str:
-        return str(self.num_features)
 
 
 @dataclass
@@ -119,31 +98,20 @@ class SwapReport:
         return f"{table(rows, columns)}\n{counts}{untied}"
 
 
-def layer_factory(layer: LayerGraph | LayerFactory) -> LayerFactory:
-    """``num_features -> nn.Module`` for a graph (compiled), a layer class, or any such callable."""
-    if isinstance(layer, LayerGraph):
-        return compile_layer(layer)
-    if isinstance(layer, nn.Module) or not callable(layer):
-        raise TypeError(
-            f"layer must be a LayerGraph, a layer class or a callable num_features -> module, "
-            f"not {type(layer).__name__}"
-        )
-    return layer
-
-
 def swap_norm_act(
     model: nn.Module,
-    layer: LayerGraph | LayerFactory,
+    layer: LayerSource,
     *,
-    norm_without_act: NormWithoutAct = "keep",
+    norm_without_act: NormWithoutAct = "batchnorm",
     copy_state: bool = True,
 ) -> SwapReport:
     """Replace ``model``'s BatchNorm2d + activation pairs by ``layer`` in place (see the module
-    docstring). With ``copy_state`` a new module takes the BatchNorm's tensors whose names and shapes
-    it shares (``weight``, ``bias``, ``running_mean``, ``running_var``): the affine and running
-    statistics of the input mean the same in a compiled layer, so a pretrained model keeps them."""
-    if norm_without_act not in ("keep", "affine", "layer"):
-        raise ValueError(f"norm_without_act must be 'keep', 'affine' or 'layer', not {norm_without_act!r}")
+    docstring). ``layer`` is a SOURCE: a seed name, a formula, a graph file, a ``LayerGraph`` or a
+    module class (see :mod:`evosearch.layers.create`). With ``copy_state`` a new module takes the
+    BatchNorm's tensors whose names and shapes it shares (``weight``, ``bias``, ``running_mean``,
+    ``running_var``): the affine and running statistics of the input mean the same in a compiled
+    layer, so a pretrained model keeps them."""
+    norm_without_act = parse_norm_without_act(norm_without_act)
     factory = layer_factory(layer)
     plan = _plan(model)
     untied = _untie(model, plan)
@@ -328,9 +296,9 @@ def _replace(
         new = factory(bn.num_features)
     else:
         entry = SwapEntry(norm, None, described, "kept", note=plan.notes.get(norm, ""))
-        if norm_without_act == "keep" or norm not in plan.calls:
+        if norm_without_act == "batchnorm" or norm not in plan.calls:
             return entry
-        new = ChannelAffine(bn.num_features) if norm_without_act == "affine" else factory(bn.num_features)
+        new = norm_without_act_factory(norm_without_act, factory)(bn.num_features)
     reference = bn.weight if bn.weight is not None else bn.running_mean
     if reference is not None:
         new = new.to(device=reference.device, dtype=reference.dtype)

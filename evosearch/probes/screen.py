@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from evosearch.layers.codegen import compile_layer
-from evosearch.layers.graph import LayerGraph
+from evosearch.errors import one_line
+from evosearch.layers.create import LayerFactory, LayerSource, layer_factory, resolve_layer
 from evosearch.tasks.generated import generate_images
 from evosearch.tasks.models import cifar_resnet, kaiming_init, plain_cnn
 
@@ -145,23 +145,26 @@ class ProbeResult:
 
 
 def probe_layer(
-    graph: LayerGraph,
+    layer: LayerSource,
     config: ProbeConfig | None = None,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> ProbeResult:
-    """Probe a layer at initialization and judge it. Never raises on a bad layer: a failure of any
-    kind (compilation, an exception, the time limit) is a reject with the reason named.
+    """Probe a layer at initialization and judge it. ``layer`` is a SOURCE (a seed name, a formula, a
+    graph file, a ``LayerGraph`` or a module class); one that names nothing raises a ``SourceError``.
+    A bad layer never raises: a failure of any kind (compilation, an exception, the time limit) is a
+    reject with the reason named.
 
     ``batch`` is the task's own data, (N×3×H×W images, uint8 or float; int64 labels); by default
     ``config.batch_size`` images of the built-in generated dataset at ``config.image_size``.
     """
+    layer = resolve_layer(layer)  # compiled below, where a failure is a reject
     config = config or ProbeConfig()
     start = time.perf_counter()
     deadline = _Deadline(start + config.time_limit)
     metrics: dict[str, Metric] = {}
     try:
         images, labels = default_batch(config) if batch is None else (standardize(batch[0]), batch[1])
-        run = _Run(compile_layer(graph), config, deadline, images, labels)
+        run = _Run(layer_factory(layer), config, deadline, images, labels)
         for step in _steps(config.enabled):
             deadline.check()
             _merge(metrics, step(run), config.enabled)
@@ -169,7 +172,7 @@ def probe_layer(
     except _Timeout:
         reasons = [f"timeout: probing took longer than the {config.time_limit:g} s limit"]
     except Exception as e:  # any failure of a candidate is a reject, never a crash of the search
-        reasons = [f"error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"]
+        reasons = [f"error: {type(e).__name__}: {one_line(e)[:300]}"]
     return ProbeResult(not reasons, reasons, metrics, time.perf_counter() - start)
 
 
@@ -229,16 +232,18 @@ class _Deadline:
 class _Run:
     """What every probe of one candidate shares."""
 
-    layer_class: type[nn.Module]
+    make_layer: LayerFactory
     config: ProbeConfig
     deadline: _Deadline
     images: torch.Tensor
     labels: torch.Tensor
+    slots: list[nn.Module] = field(default_factory=list)  # every layer made, to find them in a network
 
     def slot(self, num_features: int) -> nn.Module:
         """The norm-act factory: a fresh candidate layer that checks the deadline before each call."""
-        layer = self.layer_class(num_features)
+        layer = self.make_layer(num_features)
         layer.register_forward_pre_hook(self.deadline.check)
+        self.slots.append(layer)
         return layer
 
     def generator(self, stream: int) -> torch.Generator:
@@ -293,8 +298,9 @@ def _trace(model: nn.Module, run: _Run, watch: list[nn.Module]) -> _Trace:
     outputs: dict[nn.Module, torch.Tensor] = {}
     slot_outputs: list[torch.Tensor] = []
     conv_outputs: list[torch.Tensor] = []
+    slots = {id(layer) for layer in run.slots}
     for module in model.modules():
-        if isinstance(module, run.layer_class):
+        if id(module) in slots:
             module.register_forward_hook(lambda m, i, out: slot_outputs.append(out))
         elif isinstance(module, nn.Conv2d):
             module.register_forward_hook(lambda m, i, out: conv_outputs.append(out))

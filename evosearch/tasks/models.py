@@ -1,24 +1,25 @@
 """Networks with norm-act slots: every normalization-activation position is filled by one factory.
 
-``norm_act`` is a callable ``num_features -> nn.Module`` (e.g. ``functools.partial(build_layer, graph)``
+``norm_act`` is a callable ``num_features -> nn.Module`` (a layer class, e.g. ``layer_factory(graph)``,
 or ``lambda c: nn.Sequential(nn.BatchNorm2d(c), nn.ReLU())``), so one network definition serves every
-candidate layer, seed or reference. Convolutions carry no bias (the slot may add one; squeeze-excitation
-aside) and, like every layer here, are initialised by :func:`kaiming_init` from an explicit generator,
-so a network built from the same seed is the same to the bit.
+candidate layer, seed or reference; :func:`build_model` takes any SOURCE. Convolutions carry no bias
+(the slot may add one; squeeze-excitation aside) and, like every layer here, are initialised by
+:func:`kaiming_init` from an explicit generator, so a network built from the same seed is the same to
+the bit.
 
 The CIFAR ResNet is pre-activation (He et al. 2016, "Identity Mappings"; timm's ResNetV2): each block
 is ``x + conv(norm_act(conv(norm_act(x))))``, so a slot sits in front of every convolution and the
 residual stream between blocks is never normalized itself, which is what activation growth measures.
 
 The proxy architectures of the training tasks (EvoNorm's ResNet-50, MobileNetV2 and EfficientNet-B0,
-after torchvision's definitions) also take ``norm``, a factory for the norms that no activation follows;
-:class:`ModelConfig` and :func:`build_network` pick the network and fill both kinds of slot. With
-BatchNorm + ReLU (ReLU6, SiLU) in the slots they are torchvision's networks, parameter for parameter.
+after torchvision's definitions) also take ``norm``, a factory for the norms that no activation follows
+(:mod:`evosearch.layers.norm_without_act`); :class:`ModelConfig` and :func:`build_network` pick the
+network and fill both kinds of slot. With BatchNorm + ReLU (ReLU6, SiLU) in the slots they are
+torchvision's networks, parameter for parameter.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evosearch.layers.codegen import build_layer
-from evosearch.layers.graph import LayerGraph
-
-NormAct = Callable[[int], nn.Module]
+from evosearch.layers.create import LayerFactory, LayerSource, layer_factory
+from evosearch.layers.norm_without_act import norm_without_act_factory, parse_norm_without_act
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -42,7 +41,7 @@ class PreActBasicBlock(nn.Module):
     """``shortcut + conv2(norm_act2(conv1(norm_act1(x))))``; the shortcut is a strided 1×1 conv of
     ``norm_act1(x)`` where the shape changes, else the identity."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, norm_act: NormAct) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm_act: LayerFactory) -> None:
         super().__init__()
         self.norm_act1 = norm_act(in_channels)
         self.conv1 = conv3x3(in_channels, out_channels, stride)
@@ -66,7 +65,7 @@ class CifarResNet(nn.Module):
     classifier. ``blocks`` holds the blocks in order; :meth:`features` is the input of the pooling."""
 
     def __init__(
-        self, blocks_per_stage: int, width: int, norm_act: NormAct, num_classes: int, in_channels: int
+        self, blocks_per_stage: int, width: int, norm_act: LayerFactory, num_classes: int, in_channels: int
     ):
         super().__init__()
         self.stem = conv3x3(in_channels, width)
@@ -89,7 +88,7 @@ class CifarResNet(nn.Module):
 
 
 def cifar_resnet(
-    depth: int, width: int, norm_act: NormAct, num_classes: int = 10, in_channels: int = 3
+    depth: int, width: int, norm_act: LayerFactory, num_classes: int = 10, in_channels: int = 3
 ) -> CifarResNet:
     """ResNet-``depth`` for CIFAR-sized input: depth = 6n + 2 (20, 32, 44, 56, 110…), n blocks a stage."""
     if depth < 8 or (depth - 2) % 6:
@@ -104,7 +103,7 @@ class PlainCNN(nn.Module):
     global average pooling and a linear classifier: no skip connection hides what the slot does to the
     signal (the non-residual networks of Lubana et al. 2021). ``layers`` alternates conv and slot."""
 
-    def __init__(self, depth: int, width: int, norm_act: NormAct, num_classes: int, in_channels: int):
+    def __init__(self, depth: int, width: int, norm_act: LayerFactory, num_classes: int, in_channels: int):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -122,7 +121,7 @@ class PlainCNN(nn.Module):
 
 
 def plain_cnn(
-    depth: int, width: int, norm_act: NormAct, num_classes: int = 10, in_channels: int = 3
+    depth: int, width: int, norm_act: LayerFactory, num_classes: int = 10, in_channels: int = 3
 ) -> PlainCNN:
     """A plain CNN of ``depth`` conv + norm-act layers (Lubana et al. probe 10, 20 and 40)."""
     if depth < 1 or width < 1:
@@ -144,7 +143,6 @@ def kaiming_init(model: nn.Module, generator: torch.Generator) -> nn.Module:
 # ---- proxy architectures: the networks candidates are trained in (EvoNorm's K architectures) -------
 
 Arch = Literal["cifar_resnet", "resnet50", "mobilenet_v2", "efficientnet_b0"]
-NormWithoutAct = Literal["affine", "candidate", "batchnorm"]
 
 SMALL_INPUT_MAX = 64  # the "auto" stem is the small one for images of at most this many pixels a side
 CIFAR_RESNET_WIDTH = 16
@@ -182,10 +180,11 @@ class ModelConfig:
     base width 16 is just scaled), for proxy sizes. ``stem``: ``small`` is a 3×3 stride-1 convolution
     and no max-pool, for 32×32 input; ``imagenet`` the published stem; ``auto`` the small one for images
     of at most 64 pixels a side. ``norm_without_act`` fills the norms that no activation follows (the last
-    norm of a residual branch, projection shortcuts, MobileNet's linear bottleneck output): ``affine`` is
-    EvoNorm's convention (its reference code applies only γx + β there), ``candidate`` the candidate
-    layer too, ``batchnorm`` a BatchNorm2d (what makes the bn_relu seed the usual network). The
-    pre-activation CIFAR ResNet has no such norm.
+    norm of a residual branch, projection shortcuts, MobileNet's linear bottleneck output), one of
+    :data:`~evosearch.layers.norm_without_act.NormWithoutAct`: ``affine`` is EvoNorm's convention (its
+    reference code applies only γx + β there), ``layer`` the candidate layer too, ``batchnorm`` a
+    BatchNorm2d (what makes the bn_relu seed the usual network). The pre-activation CIFAR ResNet has no
+    such norm.
     """
 
     arch: Arch = "cifar_resnet"
@@ -193,9 +192,12 @@ class ModelConfig:
     width_multiplier: float = 1.0
     depth_multiplier: float = 1.0
     stem: Literal["auto", "small", "imagenet"] = "auto"
-    norm_without_act: NormWithoutAct = "affine"
+    # A NormWithoutAct; typed str so that old spellings (``candidate``) in task files and run
+    # directories still load: they are translated here, and only today's words are written back.
+    norm_without_act: str = "affine"
 
     def __post_init__(self) -> None:
+        self.norm_without_act = parse_norm_without_act(self.norm_without_act)
         if self.width_multiplier <= 0 or self.depth_multiplier <= 0:
             raise ValueError(
                 f"width_multiplier and depth_multiplier must be positive, got "
@@ -208,21 +210,8 @@ class ModelConfig:
                 raise ValueError("cifar_resnet has only the small stem; use resnet50 for the ImageNet stem")
 
 
-class ChannelAffine(nn.Module):
-    """γ·x + β per channel (γ = 1, β = 0 at init): EvoNorm's norm with the non-linearity off."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1, *([1] * (x.dim() - 2)))
-        return x * self.weight.to(x.dtype).view(shape) + self.bias.to(x.dtype).view(shape)
-
-
 def conv_slot(
-    in_channels: int, out_channels: int, kernel: int, stride: int, slot: NormAct, groups: int = 1
+    in_channels: int, out_channels: int, kernel: int, stride: int, slot: LayerFactory, groups: int = 1
 ) -> nn.Sequential:
     """A bias-free convolution and the slot after it (torchvision's Conv2dNormActivation)."""
     conv = nn.Conv2d(in_channels, out_channels, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
@@ -236,7 +225,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, stride: int, norm_act: NormAct, norm: NormAct) -> None:
+    def __init__(
+        self, in_channels: int, width: int, stride: int, norm_act: LayerFactory, norm: LayerFactory
+    ) -> None:
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
@@ -280,8 +271,8 @@ class InvertedResidual(nn.Module):
         out_channels: int,
         stride: int,
         expand_ratio: int,
-        norm_act: NormAct,
-        norm: NormAct,
+        norm_act: LayerFactory,
+        norm: LayerFactory,
         kernel: int = 3,
         squeeze_channels: int | None = None,
     ) -> None:
@@ -333,8 +324,8 @@ def scaled_repeats(repeats: int, depth_multiplier: float) -> int:
 
 
 def resnet50(
-    norm_act: NormAct,
-    norm: NormAct,
+    norm_act: LayerFactory,
+    norm: LayerFactory,
     num_classes: int = 1000,
     width_multiplier: float = 1.0,
     depth_multiplier: float = 1.0,
@@ -357,8 +348,8 @@ def resnet50(
 
 
 def mobilenet_v2(
-    norm_act: NormAct,
-    norm: NormAct,
+    norm_act: LayerFactory,
+    norm: LayerFactory,
     num_classes: int = 1000,
     width_multiplier: float = 1.0,
     depth_multiplier: float = 1.0,
@@ -379,8 +370,8 @@ def mobilenet_v2(
 
 
 def efficientnet_b0(
-    norm_act: NormAct,
-    norm: NormAct,
+    norm_act: LayerFactory,
+    norm: LayerFactory,
     num_classes: int = 1000,
     width_multiplier: float = 1.0,
     depth_multiplier: float = 1.0,
@@ -409,16 +400,13 @@ ARCHITECTURES: dict[str, Callable[..., SlotNetwork]] = {
 }
 
 
-NO_ACT_NORMS: dict[str, NormAct] = {"affine": ChannelAffine, "batchnorm": nn.BatchNorm2d}
-
-
 def build_network(
-    config: ModelConfig, norm_act: NormAct, num_classes: int, image_size: int = 32, seed: int = 0
+    config: ModelConfig, norm_act: LayerFactory, num_classes: int, image_size: int = 32, seed: int = 0
 ) -> nn.Module:
     """The network ``config`` names with ``norm_act`` in every slot; conv and linear weights from
     :func:`kaiming_init` with a generator seeded by ``seed``. Module constructors also draw from torch's
     global generator (then overwritten): build in a :func:`torch.random.fork_rng` scope to leave it be."""
-    norm = norm_act if config.norm_without_act == "candidate" else NO_ACT_NORMS[config.norm_without_act]
+    norm = norm_without_act_factory(config.norm_without_act, norm_act)
     small_input = config.stem == "small" or (config.stem == "auto" and image_size <= SMALL_INPUT_MAX)
     if config.arch == "cifar_resnet":
         blocks = scaled_repeats((config.depth - 2) // 6, config.depth_multiplier)
@@ -432,8 +420,9 @@ def build_network(
 
 
 def build_model(
-    config: ModelConfig, graph: LayerGraph, num_classes: int, image_size: int = 32, seed: int = 0
+    config: ModelConfig, layer: LayerSource, num_classes: int, image_size: int = 32, seed: int = 0
 ) -> nn.Module:
-    """:func:`build_network` with the layer ``graph`` compiles to in every slot (its hyperparameters'
-    defaults, e.g. ``eps`` and ``groups``, from the graph)."""
-    return build_network(config, functools.partial(build_layer, graph), num_classes, image_size, seed)
+    """:func:`build_network` with the layer a SOURCE names (a seed name, a formula, a graph file, a
+    ``LayerGraph`` or a module class) in every slot, with its default hyperparameters (``eps``,
+    ``groups``, … of the graph or class)."""
+    return build_network(config, layer_factory(layer), num_classes, image_size, seed)
