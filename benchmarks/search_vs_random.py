@@ -1,8 +1,9 @@
 """Evolution against random search at the same evaluation budget, over several seeds.
 
-Random search is the same driver with every proposal drawn at random (the seeds, then random graphs
-only); evolution is the default algorithm. For each, per seed: the best mean accuracy over the tasks,
-the best seed layer's accuracy in that run, and how many evaluations it took to first match it.
+Both run in the same driver on the same tasks, chosen by ``search.algorithm``: ``evolution`` (the
+default) and ``random`` (the seeds, then independent random graphs). For each, per seed: the best mean
+accuracy over the tasks, the best seed layer's accuracy in that run, and how many evaluations it took
+to first match it.
 
     python benchmarks/search_vs_random.py [--seeds 3] [--evaluations 30] [--steps 150]
 """
@@ -14,22 +15,22 @@ import tempfile
 from statistics import mean
 
 from evosearch.config import from_dict
+from evosearch.outcomes import Status
 from evosearch.runner.driver import run_search
 from evosearch.runner.progress import Progress
 from evosearch.runner.run_config import RunConfig
-from evosearch.runner.run_directory import RunDirectory, Status
+from evosearch.runner.run_directory import RunDirectory
 
 SEED_LAYERS = ["bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0"]
 
 
 def search(kind: str, seed: int, evaluations: int, steps: int, root: str) -> dict:
-    # Random search must reach the same number of evaluations: about 1 random graph in 25 passes the
-    # probes, so its proposals (all random: the evolution never gets past its initial population) and
-    # its candidate limit are sized far beyond the evaluation budget.
-    initial = (
-        {"seed_mutations": 0, "random_graphs": 300 * evaluations, "max_candidates": 300 * evaluations}
+    # The same evaluation budget for both. About 1 random graph in 25 passes the probes, so random
+    # search's candidate limit (proposals of any fate) is sized far beyond it: the budget binds first.
+    own = (
+        {"max_candidates": 300 * evaluations}
         if kind == "random"
-        else {"seed_mutations": 8, "random_graphs": 8}
+        else {"population_size": 16, "tournament_size": 4, "seed_mutations": 8, "random_graphs": 8}
     )
     config = from_dict(
         RunConfig,
@@ -38,11 +39,10 @@ def search(kind: str, seed: int, evaluations: int, steps: int, root: str) -> dic
             "output_dir": root,
             "seed": seed,
             "search": {
+                "algorithm": kind,
                 "max_evaluations": evaluations,
-                "population_size": 16,
-                "tournament_size": 4,
                 "seeds": SEED_LAYERS,
-                **initial,
+                **own,
             },
             "tasks": [{"task": "generated_resnet", "set": {"train.steps": steps, "train.hurdle_step": None}}],
         },

@@ -8,9 +8,11 @@ the valid ones; values come from ``yaml.safe_load`` only, so a config file never
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +21,7 @@ import yaml
 from evosearch.errors import EvosearchError, one_line
 
 T = TypeVar("T")
+CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
 class ConfigError(EvosearchError):
@@ -92,7 +95,9 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
 
 
 def to_dict(obj: Any) -> Any:
-    """Plain data (dicts, lists, numbers, strings) for YAML or JSON."""
+    """Plain data (dicts, lists, numbers, strings) for YAML or JSON; an enum member becomes its value."""
+    if isinstance(obj, enum.Enum):
+        return obj.value
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
@@ -111,6 +116,42 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
     return from_dict(cls, merge(data, parse_overrides(overrides)))
+
+
+def shipped_configs() -> Path:
+    """The repository's ``configs/`` as installed: pyproject.toml ships it as the package
+    ``evosearch.configs``, so an editable install and a wheel find it the same way. A checkout that
+    is imported without being installed (on ``PYTHONPATH``, or a Ray job's ``--working-dir`` copy,
+    which shadows the installed package) has it beside ``evosearch/``."""
+    try:
+        return Path(resources.files("evosearch.configs"))  # pip installs packages as files: a directory
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_names(folder: Path) -> list[str]:
+    """The configs of ``folder`` by name: the stems of its YAML files, sorted."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def config_path(name_or_path: str | Path, folder: Path, kind: str) -> Path:
+    """The file a config name or path refers to: a bare name (no folder, no suffix, not a file here)
+    names ``folder/<name>.yaml``; anything else is a path. :class:`ConfigError` lists the names."""
+    path = Path(name_or_path)
+    if path.name != str(name_or_path) or path.suffix in CONFIG_SUFFIXES or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"{kind} file not found: {path}")
+        return path
+    shipped = folder / f"{path.name}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(config_names(folder))
+        raise ConfigError(f"unknown {kind} {path.name!r}; {kind}s: {names}, or a .yaml file")
+    return shipped
+
+
+def with_overrides(config: T, overrides: Sequence[str]) -> T:
+    """``config`` with ``--set`` overrides on top, checked as those of a loaded config are."""
+    return from_dict(type(config), merge(to_dict(config), parse_overrides(overrides)))
 
 
 def _join(where: str, key: str) -> str:

@@ -9,8 +9,9 @@ import pytest
 
 from evosearch.errors import EvosearchError
 from evosearch.layers.seeds import seed_graph
-from evosearch.search.evolution import WORST_SCORE, EvolutionSettings, RegularizedEvolution
+from evosearch.search.evolution import EvolutionSettings, RegularizedEvolution
 from evosearch.search.mutation import SearchSpace
+from evosearch.search.searcher import WORST_SCORE
 
 SEEDS = [seed_graph(n) for n in ("bn_relu", "gn_relu", "evonorm_s0")]
 

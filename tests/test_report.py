@@ -16,69 +16,35 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-import yaml
+from helpers import cli_error, cli_json, write_config
 
 from evosearch import compile_layer, load_graph, swap_norm_act
 from evosearch.cli import main
 from evosearch.cli.report_html import collect, spearman
 from evosearch.layers.graph_io import graph_from_dict
-from evosearch.runner.run_directory import RunDirectory, Status, rank_records
+from evosearch.outcomes import Status
+from evosearch.runner.run_config import load_tasks
+from evosearch.runner.run_directory import RunDirectory, rank_records
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVALUATIONS = 4
-TINY_TASK = {
-    "train.steps": 4,
-    "train.log_every": 2,
-    "train.hurdle_step": None,
-    "dataset.train_size": 128,
-    "dataset.val_size": 64,
-    "model.depth": 8,
-}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
-    config = {
-        "name": "tiny",
-        "output_dir": str(root / "runs"),
-        "seed": 3,
-        "search": {
-            "population_size": 4,
-            "tournament_size": 2,
-            "max_evaluations": EVALUATIONS,
-            "seeds": ["bn_relu", "evonorm_s0", "gn_relu"],
-            "seed_mutations": 1,
-            "random_graphs": 1,
-        },
-        "probes": {"resnet_depth": 8},
-        "tasks": [{"task": "generated_resnet", "set": TINY_TASK}],
-        "resources": {"concurrency": 2, "num_cpus": 2},
-    }
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
+    search = {"population_size": 4, "tournament_size": 2, "seed_mutations": 1, "random_graphs": 1}
+    path = write_config(
+        root, "tiny", evaluations=EVALUATIONS, steps=4, seed=3, search=search, probes={"resnet_depth": 8}
+    )
     assert main(["run", str(path), "--quiet"]) == 0
     return root / "runs" / "tiny"
 
 
 def copy_run(run_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run_dir, tmp_path / "copy", ignore=shutil.ignore_patterns("plots", "rerank")))
-
-
-def cli_json(capsys, *argv: str) -> dict:
-    code = main([*argv, "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return json.loads(captured.out)
-
-
-def cli_error(capsys, *argv: str) -> str:
-    assert main(list(argv)) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("evosearch: error: ") and err.count("\n") == 1, err
-    return err
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -112,6 +78,14 @@ def test_report_of_a_finished_run(run_dir, capsys):
         png = (run_dir / "plots" / f"{name}.png").read_bytes()
         assert png.startswith(PNG_SIGNATURE) and png[12:16] == b"IHDR" and len(png) > 1000
     assert "<table>" in page and records[0].formula.split("(")[0] in page
+
+
+def test_a_run_holds_its_tasks_as_resolved_at_its_start(run_dir):
+    run = RunDirectory(run_dir)
+    assert run.tasks_path.is_file() and run.objectives() == ["generated_resnet"]
+    tasks, objectives = run.read_tasks()
+    assert (tasks, objectives) == load_tasks(run.read_config())
+    assert tasks[0].train.steps == 4 and tasks[0].dataset.train_size == 128
 
 
 def test_report_reads_a_torn_event_log_without_touching_it(run_dir, tmp_path, capsys):

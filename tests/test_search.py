@@ -2,7 +2,8 @@
 
 Whole tiny searches: finished, with a worker killed mid-training, with the driver killed (-9) and
 resumed — compared against an uninterrupted run of the same seed —, stopped by Ctrl-C or SIGTERM and
-resumed, and bad configs.
+resumed; random search, finished and resumed; a checkpoint of the layout before the algorithm was a
+choice, resumed; and bad configs.
 """
 
 from __future__ import annotations
@@ -13,53 +14,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import processes_titled, records, wait_for, write_config
 
 from evosearch.cli import main
+from evosearch.outcomes import Status
 from evosearch.runner.driver import LOOPBACK_ENV, loopback_only
-from evosearch.runner.run_directory import Status
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
-
-TINY_TASK = {
-    "train.steps": 6,
-    "train.log_every": 3,
-    "train.hurdle_step": None,
-    "dataset.train_size": 128,
-    "dataset.val_size": 64,
-    "model.depth": 8,
-}
-
-
-def write_config(
-    tmp_path: Path, name: str, *, evaluations: int = 5, concurrency: int = 2, steps: int = 6
-) -> Path:
-    config = {
-        "name": name,
-        "output_dir": str(tmp_path / "runs"),
-        "seed": 7,
-        "search": {
-            "population_size": 6,
-            "tournament_size": 3,
-            "max_evaluations": evaluations,
-            "seeds": ["bn_relu", "evonorm_s0", "gn_relu"],
-            "seed_mutations": 2,
-            "random_graphs": 2,
-        },
-        "probes": {"resnet_depth": 20},
-        "tasks": [{"task": "generated_resnet", "set": {**TINY_TASK, "train.steps": steps}}],
-        "resources": {"concurrency": concurrency, "num_cpus": 2},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
 
 
 def comparable(record: dict) -> dict:
@@ -107,7 +71,7 @@ def test_tiny_search_end_to_end(tmp_path, capsys):
             assert len(e["scores"]) == 1 and 0 <= e["scores"][0] <= 1
             assert e["tasks"][0]["exit_reason"] == "completed" and e["tasks"][0]["worker"]["pid"] > 0
     checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
-    assert checkpoint["evolution"]["pending"] == []
+    assert checkpoint["algorithm"] == "evolution" and checkpoint["searcher"]["pending"] == []
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["name"] == "e2e"
     best = sorted(p.name for p in (run_dir / "best").iterdir())
     assert (
@@ -135,30 +99,58 @@ def test_existing_run_needs_resume_and_a_finished_run_resumes_to_no_work(tmp_pat
     assert after[: len(before)] == before and sum(e["status"] != "rejected" for e in after) >= 3
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def test_random_search_end_to_end_resumes_and_keeps_its_algorithm(tmp_path, capsys):
+    config = write_config(tmp_path, "random", evaluations=3)
+    data = yaml.safe_load(config.read_text())
+    data["search"]["algorithm"] = "random"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["run", str(config), "--quiet"]) == 0
+    run_dir = tmp_path / "runs" / "random"
+    first = records(run_dir)
+    by_id = sorted(first, key=lambda e: e["id"])
+    assert [e["origin"] for e in by_id[:3]] == ["seed"] * 3  # the references come first
+    assert {e["origin"] for e in by_id[3:]} <= {"random"}
+    assert all(e["parent"] is None and e["mutation"] is None for e in first)  # nothing is mutated
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    assert checkpoint["algorithm"] == "random" and checkpoint["searcher"]["pending"] == []
+    assert "population" not in checkpoint["searcher"]
+
+    # a larger budget resumes where the run stopped: the numbering goes on, only random graphs come
+    assert main(["run", str(run_dir), "--resume", "--quiet", "--set", "search.max_evaluations=4"]) == 0
+    after = records(run_dir)
+    assert after[: len(first)] == first and len(after) > len(first)
+    assert sorted(e["id"] for e in after) == list(range(len(after)))
+    assert {e["origin"] for e in after[len(first) :]} == {"random"}
+
+    # another algorithm cannot continue this run's state, not even forced, and nothing is written
+    config_before = (run_dir / "config.yaml").read_text()
+    capsys.readouterr()
+    argv = ["run", str(run_dir), "--resume", "--quiet", "--force", "--set", "search.algorithm=evolution"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "was searched with search.algorithm=random; it cannot resume with evolution" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert records(run_dir) == after and (run_dir / "config.yaml").read_text() == config_before
 
 
-def _processes_titled(prefix: str, session: int) -> list[int]:
-    """Processes of ``session`` (the driver's, which its Ray processes share) whose title starts with
-    ``prefix``: never those of another search running on the machine."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                mine = os.getsid(int(entry.name)) == session
-            except OSError:
-                continue
-            if mine and cmdline.startswith(prefix):
-                pids.append(int(entry.name))
-    return pids
+def test_a_checkpoint_from_before_the_algorithm_choice_resumes(tmp_path):
+    config = write_config(tmp_path, "old", evaluations=2)
+    assert main(["run", str(config), "--quiet"]) == 0
+    run_dir = tmp_path / "runs" / "old"
+    path = run_dir / "checkpoint.json"
+    checkpoint = json.loads(path.read_text())
+    checkpoint["evolution"] = checkpoint.pop("searcher")  # version 1: before search.algorithm
+    del checkpoint["algorithm"]
+    checkpoint["version"] = 1
+    path.write_text(json.dumps(checkpoint))
+    before = records(run_dir)
+    assert main(["run", str(run_dir), "--resume", "--quiet", "--set", "search.max_evaluations=3"]) == 0
+    after = records(run_dir)
+    assert after[: len(before)] == before and sorted(e["id"] for e in after) == list(range(len(after)))
+    resumed = json.loads(path.read_text())
+    assert resumed["version"] == 2 and resumed["algorithm"] == "evolution" and "evolution" not in resumed
+    old_members = [m["id"] for m in checkpoint["evolution"]["population"]]
+    assert old_members and set(old_members) <= {m["id"] for m in resumed["searcher"]["population"]}
 
 
 def test_worker_killed_mid_training_is_retried(tmp_path):
@@ -171,8 +163,8 @@ def test_worker_killed_mid_training_is_retried(tmp_path):
         start_new_session=True,
     )
     try:
-        (victim,) = _wait_for(
-            lambda: _processes_titled("ray::train_on_task", proc.pid)[:1], 120, "a training worker"
+        (victim,) = wait_for(
+            lambda: processes_titled("ray::train_on_task", proc.pid)[:1], 120, "a training worker"
         )
         time.sleep(0.5)
         os.kill(victim, signal.SIGKILL)
@@ -203,7 +195,7 @@ def test_driver_killed_then_resumed_matches_an_uninterrupted_run(tmp_path):
     )
     try:
         events = run_dir / "events.jsonl"
-        _wait_for(lambda: events.is_file() and len(events.read_text().splitlines()) >= 3, 180, "3 records")
+        wait_for(lambda: events.is_file() and len(events.read_text().splitlines()) >= 3, 180, "3 records")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, mid-run
         proc.wait()
@@ -218,8 +210,8 @@ def test_driver_killed_then_resumed_matches_an_uninterrupted_run(tmp_path):
     assert sorted(r["id"] for r in resumed) == list(range(len(resumed)))  # none repeated
     # the same candidates with the same results in the same order: deterministic replay with one worker
     assert [comparable(r) for r in resumed] == [comparable(r) for r in expected]
-    a = json.loads((tmp_path / "runs" / "straight" / "checkpoint.json").read_text())["evolution"]
-    b = json.loads((run_dir / "checkpoint.json").read_text())["evolution"]
+    a = json.loads((tmp_path / "runs" / "straight" / "checkpoint.json").read_text())["searcher"]
+    b = json.loads((run_dir / "checkpoint.json").read_text())["searcher"]
     assert [m["id"] for m in b["population"]] == [m["id"] for m in a["population"]]
     assert [m["scores"] for m in b["population"]] == [m["scores"] for m in a["population"]]
 
@@ -237,7 +229,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_resumes(tmp_path, signum):
     )
     try:
         events = run_dir / "events.jsonl"
-        _wait_for(lambda: events.is_file() and events.read_text().strip(), 180, "a first record")
+        wait_for(lambda: events.is_file() and events.read_text().strip(), 180, "a first record")
         os.killpg(proc.pid, signum)  # as a terminal's Ctrl-C: the driver and its Ray processes
         _, err = proc.communicate(timeout=60)
     finally:
@@ -247,7 +239,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_resumes(tmp_path, signum):
     assert f"{signal.Signals(signum).name}: stopping" in err and "Traceback" not in err
     assert f"resume with: evosearch run {run_dir} --resume" in err
     done = records(run_dir)
-    pending = json.loads((run_dir / "checkpoint.json").read_text())["evolution"]["pending"]
+    pending = json.loads((run_dir / "checkpoint.json").read_text())["searcher"]["pending"]
     assert pending, "candidates were in flight: they wait in the checkpoint to run again"
     assert not {p["id"] for p in pending} & {r["id"] for r in done}
     assert all(r["status"] != "failed" for r in done)  # the stop is not a failure of a candidate
@@ -278,6 +270,7 @@ def test_a_local_instance_binds_to_loopback_whatever_ray_read_at_import(monkeypa
     ("change", "message"),
     [
         ({"search": {"populaton_size": 5}}, "unknown key search.populaton_size; valid keys of search:"),
+        ({"search": {"algorithm": "annealing"}}, "search.algorithm: unknown search algorithm 'annealing'"),
         ({"search": {"population_size": "many"}}, "search.population_size must be an integer"),
         ({"tasks": [{"task": "no_such_task"}]}, "unknown task 'no_such_task'"),
         ({"tasks": [{"task": "generated_resnet", "set": {"train.stepz": 3}}]}, "unknown key train.stepz"),

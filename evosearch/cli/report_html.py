@@ -6,9 +6,10 @@ the same images embedded as data URIs, so the page can be mailed or archived alo
 
 A run may be read while it is still going or after it was interrupted: the event log is read once and
 a torn last line is dropped (:meth:`RunDirectory.read_events`); a missing checkpoint only means the
-"last population" falls back to every trained candidate. Figures are drawn with matplotlib's
-object-oriented API on the Agg canvas, never through pyplot, so a report changes no global state and
-needs no display.
+"last population" falls back to every trained candidate. The objectives are the run's own
+(:meth:`RunDirectory.objectives`): a task file edited or renamed since the run leaves its report as
+it was. Figures are drawn with matplotlib's object-oriented API on the Agg canvas, never through
+pyplot, so a report changes no global state and needs no display.
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ from matplotlib.ticker import MaxNLocator
 
 from evosearch.errors import EvosearchError
 from evosearch.files import atomic_write_text
-from evosearch.runner.run_directory import CandidateRecord, RunDirectory, Status, pareto_front, rank_records
+from evosearch.outcomes import EVALUATED, SCORED, Status
+from evosearch.runner.run_directory import (
+    CandidateRecord,
+    RunDirectory,
+    pareto_front,
+    rank_records,
+    searcher_state,
+)
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
-EVALUATED = (Status.TRAINED, Status.HURDLE, Status.FAILED)
-SCORED = (Status.TRAINED, Status.HURDLE)
 
 
 @dataclass
@@ -123,7 +129,7 @@ def collect(path: str | Path, top: int = 10) -> RunReport:
         candidates=len(records),
         evaluations=sum(r.status in EVALUATED for r in records),
         budget=config.search.max_evaluations,
-        pending=None if checkpoint is None else len(checkpoint["evolution"]["pending"]),
+        pending=None if checkpoint is None else len(searcher_state(checkpoint)[1]["pending"]),
         statuses=dict(Counter(r.status.value for r in records)),
         best=_best_curves(records, objectives),
         seeds=[
@@ -147,12 +153,14 @@ def _scored(records: list[CandidateRecord]) -> list[CandidateRecord]:
 def _last_population(
     records: list[CandidateRecord], checkpoint: dict[str, Any] | None
 ) -> tuple[list[CandidateRecord], str]:
-    """The population of the last checkpoint, as records; without a checkpoint, every trained record.
-    A member whose record is not read yet (the run is still writing it) is left out."""
-    if checkpoint is None:
+    """The population of the last checkpoint, as records; without a checkpoint, or for an algorithm
+    without a population (random search), every trained record. A member whose record is not read
+    yet (the run is still writing it) is left out."""
+    state = None if checkpoint is None else searcher_state(checkpoint)[1]
+    if state is None or "population" not in state:
         return _scored(records), "all trained candidates"
     by_id = {r.id: r for r in records}
-    ids = [m["id"] for m in checkpoint["evolution"]["population"]]
+    ids = [m["id"] for m in state["population"]]
     return [by_id[i] for i in ids if i in by_id], "checkpoint"
 
 

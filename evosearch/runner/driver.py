@@ -1,7 +1,8 @@
 """The Ray driver of a search: the loop behind ``evosearch run``.
 
-The evolution algorithm proposes; the driver owns everything else: candidate ids, the Ray instance,
-resources, retries, time limits, concurrency, deduplication, and the run directory. Each candidate:
+The search algorithm (a :class:`~evosearch.search.searcher.Searcher`, chosen by ``search.algorithm``)
+proposes and numbers candidates; the driver owns everything else: the Ray instance, resources,
+retries, time limits, concurrency, deduplication, and the run directory. Each candidate:
 
 1. structural dedupe — the same structure as an earlier candidate reuses its result;
 2. probes on a CPU worker — a reject is recorded with its reasons and never trained;
@@ -33,20 +34,22 @@ from typing import Any
 import ray
 import ray.exceptions
 
-from evosearch.config import from_dict, to_dict
-from evosearch.errors import EvosearchError
+from evosearch.config import from_dict
+from evosearch.errors import EvosearchError, one_line
 from evosearch.layers.graph_io import graph_to_dict
-from evosearch.layers.seeds import seed_graph
+from evosearch.outcomes import EVALUATED, SCORED, TRAINED_EXITS, ExitReason, Status, candidate_status
 from evosearch.runner.progress import Progress, SearchStats
 from evosearch.runner.run_config import RunConfig, blocking_changes, load_tasks
-from evosearch.runner.run_directory import CandidateRecord, RunDirectory, Status, pareto_front
-from evosearch.runner.workers import pack_data, probe_remote, submit_training, training_result
-from evosearch.search.evolution import WORST_SCORE, Proposal, RegularizedEvolution
-from evosearch.tasks.datasets import load_dataset
+from evosearch.runner.run_directory import CandidateRecord, RunDirectory, pareto_front, searcher_state
+from evosearch.runner.workers import (
+    load_packed_datasets,
+    probe_remote,
+    put_datasets,
+    submit_training,
+    training_result,
+)
+from evosearch.search import WORST_SCORE, Proposal, Searcher
 from evosearch.tasks.train import TaskConfig
-
-CHECKPOINT_VERSION = 1
-TRAINED_EXITS = ("completed", "time_limit")  # training ran; the accuracy counts
 
 
 @dataclass
@@ -78,17 +81,14 @@ class SearchDriver:
         self.objectives = objectives
         self.progress = progress
         self.run_dir = RunDirectory(config.run_dir)
-        seeds = [seed_graph(name) for name in config.search.seed_names()]
-        self.algorithm = RegularizedEvolution(
-            config.search.evolution(), config.search.space(), seeds, len(tasks), config.seed
-        )
+        self.algorithm: Searcher = config.search.searcher(len(tasks), config.seed)
         self.records: list[CandidateRecord] = []
         self.by_hash: dict[str, int] = {}  # structural hash -> record id (or id in flight)
         self.by_fingerprint: dict[str, int] = {}
         self.in_flight: dict[int, _Candidate] = {}
         self.refs: dict[ray.ObjectRef, tuple[int, int | None, float]] = {}  # -> (id, task or None, t0)
         self.timed_out: set[ray.ObjectRef] = set()
-        self.datasets = self._load_datasets()  # missing or malformed data fails here, before any work
+        self.datasets = load_packed_datasets(tasks)  # missing or malformed data fails here, before any work
         self.data_refs: list[ray.ObjectRef] = []
         self.elapsed_before = 0.0
         self.session_start = time.monotonic()
@@ -101,8 +101,8 @@ class SearchDriver:
     def checkpoint(self) -> None:
         self.run_dir.save_checkpoint(
             {
-                "version": CHECKPOINT_VERSION,
-                "evolution": self.algorithm.state_dict(),
+                "algorithm": self.config.search.algorithm,
+                "searcher": self.algorithm.state_dict(),
                 "elapsed_s": self.elapsed(),
                 "evaluations": self.stats.evaluations,
                 "candidates": self.stats.candidates,
@@ -114,15 +114,13 @@ class SearchDriver:
         state = self.run_dir.load_checkpoint()
         self.records = self.run_dir.read_events(repair=True)
         if state is not None:
-            self.algorithm.load_state_dict(state["evolution"])
+            self.algorithm.load_state_dict(searcher_state(state)[1])
             self.elapsed_before = state["elapsed_s"]
         for record in self.records:
             self._remember(record)
             if record.id in self.algorithm.pending:  # recorded just before the crash, not yet told
                 self._tell_algorithm(record)
-        self.stats.evaluations = sum(
-            r.status in (Status.TRAINED, Status.HURDLE, Status.FAILED) for r in self.records
-        )
+        self.stats.evaluations = sum(r.status in EVALUATED for r in self.records)
         self.stats.candidates = len(self.records)
         self.checkpoint()
 
@@ -134,7 +132,7 @@ class SearchDriver:
     def run(self) -> bool:
         """Search until a budget is spent; True when it finished, False when interrupted."""
         self.session_start = time.monotonic()  # the clock runs from here: Ray's start-up is not search time
-        self.data_refs = self._put_datasets()
+        self.data_refs = put_datasets(self.datasets)
         for proposal in sorted(self.algorithm.pending.values(), key=lambda p: p.id):
             self._start(proposal)  # in flight when the last session stopped: run again
         with _stop_requests() as stop:
@@ -248,17 +246,12 @@ class SearchDriver:
 
     def _finish_trained(self, candidate: _Candidate) -> None:
         results = [candidate.results[k] for k in range(len(self.tasks))]
-        exits = [r.get("exit_reason", "error") for r in results]
+        exits = [str(r.get("exit_reason", ExitReason.ERROR)) for r in results]
         scores = [
             float(r["top1"]) if e in TRAINED_EXITS and r.get("top1") is not None else WORST_SCORE
             for r, e in zip(results, exits, strict=True)
         ]
-        if all(e in TRAINED_EXITS for e in exits):
-            status = Status.TRAINED
-        elif all(e in (*TRAINED_EXITS, "quality_hurdle") for e in exits):
-            status = Status.HURDLE
-        else:
-            status = Status.FAILED
+        status = candidate_status(exits)
         reasons = [f"{r['task']}: {e}" for r, e in zip(results, exits, strict=True) if e not in TRAINED_EXITS]
         train_s = time.monotonic() - candidate.train_started
         self._finish(candidate, status, reasons=reasons, tasks=results, scores=scores, train_s=train_s)
@@ -318,10 +311,10 @@ class SearchDriver:
         self._remember(record)
         self._tell_algorithm(record)
         self.stats.candidates += 1
-        if status in (Status.TRAINED, Status.HURDLE, Status.FAILED):
+        if status in EVALUATED:
             self.stats.evaluations += 1
         self.checkpoint()
-        if status in (Status.TRAINED, Status.HURDLE):
+        if status in SCORED:
             self.run_dir.write_best(self.records, self.objectives)
 
     def _remember(self, record: CandidateRecord) -> None:
@@ -348,23 +341,6 @@ class SearchDriver:
         self.stats.in_flight = len(self.in_flight)
         self.stats.training = sum(1 for _, k, _ in self.refs.values() if k is not None)
         self.stats.elapsed_s = self.elapsed()
-
-    def _load_datasets(self) -> list[dict[str, Any]]:
-        """Each task's dataset, packed for the object store; a dataset two tasks share loads once."""
-        packed: dict[str, dict[str, Any]] = {}
-        for task in self.tasks:
-            key = repr(to_dict(task.dataset))
-            if key not in packed:
-                packed[key] = pack_data(load_dataset(task.dataset))
-        return [packed[repr(to_dict(task.dataset))] for task in self.tasks]
-
-    def _put_datasets(self) -> list[ray.ObjectRef]:
-        """Into the object store once each, shared by every training task."""
-        refs: dict[int, ray.ObjectRef] = {}
-        for data in self.datasets:
-            if id(data) not in refs:
-                refs[id(data)] = ray.put(data)
-        return [refs[id(data)] for data in self.datasets]
 
 
 def _get_probe(ref: ray.ObjectRef) -> dict[str, Any]:
@@ -406,9 +382,16 @@ def _stop_requests() -> Iterator[_StopRequest]:
 def run_search(
     config: RunConfig, *, resume: bool = False, force: bool = False, progress: Progress | None = None
 ) -> SearchSummary:
-    """Run (or resume) the search ``config`` describes; see :class:`SearchDriver`."""
+    """Run (or resume) the search ``config`` describes; see :class:`SearchDriver`.
+
+    A resumed run trains on the tasks it started with, read from its ``tasks.yaml``: a task file
+    edited or renamed since then changes nothing, so a requeued job neither fails on it nor mixes two
+    definitions of a task in one run's scores. The task files are resolved again only where the
+    config's ``tasks`` changed, which ``force`` allows.
+    """
     progress = progress or Progress()
     run_dir = RunDirectory(config.run_dir)
+    changes: list[str] = []
     if resume:
         if not run_dir.exists():
             raise EvosearchError(f"nothing to resume: {run_dir.path} is not a run directory")
@@ -419,15 +402,17 @@ def run_search(
                 f"the config differs from the run's saved config in {', '.join(changes)}; "
                 "resume with the saved one (evosearch run RUN_DIR --resume) or pass --force"
             )
+        _refuse_another_algorithm(run_dir, config)
     elif run_dir.path.exists() and any(run_dir.path.iterdir()):
         raise EvosearchError(
             f"{run_dir.path} already exists: resume it with --resume, or choose another name (--set name=...)"
         )
-    tasks, objectives = load_tasks(config)
+    tasks, objectives = run_dir.read_tasks() if resume and "tasks" not in changes else load_tasks(config)
     driver = SearchDriver(config, tasks, objectives, progress)
     owns_ray = start_ray(config)  # before anything is written: a cluster out of reach leaves no trace
     try:
         run_dir.write_config(config)
+        run_dir.write_tasks(tasks, objectives)
         if resume:
             driver.restore()
             progress.log(f"resuming {run_dir.path}: {driver.stats.candidates} candidates done")
@@ -442,6 +427,18 @@ def run_search(
     )
 
 
+def _refuse_another_algorithm(run_dir: RunDirectory, config: RunConfig) -> None:
+    """A checkpoint holds the state of the algorithm that wrote it, which no other can continue:
+    refused before anything is written, even with --force."""
+    checkpoint = run_dir.load_checkpoint()
+    algorithm = None if checkpoint is None else searcher_state(checkpoint)[0]
+    if algorithm not in (None, config.search.algorithm):
+        raise EvosearchError(
+            f"{run_dir.path} was searched with search.algorithm={algorithm}; it cannot resume with "
+            f"{config.search.algorithm}: start a new run for another algorithm"
+        )
+
+
 def start_ray(config: RunConfig) -> bool:
     """Join the configured cluster, or start a local instance on loopback; True if we started it."""
     if ray.is_initialized():
@@ -452,9 +449,7 @@ def start_ray(config: RunConfig) -> bool:
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise EvosearchError(
-                f"cannot join the Ray cluster at {address}: {' '.join(str(e).split())}"
-            ) from None
+            raise EvosearchError(f"cannot join the Ray cluster at {address}: {one_line(e)}") from None
         return True
     with loopback_only():
         ray.init(

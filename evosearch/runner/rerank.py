@@ -3,8 +3,9 @@ on a held-out task, with several seeds each, next to the hand-designed seeds as 
 
 A proxy score is one short run with one seed; the ranking it gives is noisy. Reranking trains each of
 the top K layers (and each reference seed) once per (task, seed) on the same Ray workers the search
-uses, and records the mean and standard deviation of the final top-1 accuracy. Every task's results
-go to ``RUN/rerank/<task>.json``, replaced atomically.
+uses, and records the mean and standard deviation of the final top-1 accuracy. By default the tasks
+are the run's own, as it trained on them (``RUN/tasks.yaml``), whatever became of the task files.
+Every task's results go to ``RUN/rerank/<task>.json``, replaced atomically.
 """
 
 from __future__ import annotations
@@ -18,18 +19,17 @@ from typing import Any
 
 import numpy as np
 import ray
-import yaml
 
-from evosearch.config import ConfigError, to_dict
+from evosearch.config import ConfigError, to_dict, with_overrides
 from evosearch.errors import EvosearchError
 from evosearch.files import atomic_write_text
 from evosearch.layers.graph_io import graph_to_dict
 from evosearch.layers.seeds import seed_graph
-from evosearch.runner.driver import TRAINED_EXITS, start_ray
+from evosearch.outcomes import TRAINED_EXITS, ExitReason
+from evosearch.runner.driver import start_ray
 from evosearch.runner.run_config import RunConfig, TaskSpec, load_tasks
 from evosearch.runner.run_directory import RunDirectory, rank_records
-from evosearch.runner.workers import pack_data, submit_training, training_result
-from evosearch.tasks.datasets import load_dataset
+from evosearch.runner.workers import load_packed_datasets, put_datasets, submit_training, training_result
 from evosearch.tasks.train import TaskConfig
 
 RERANK_DIR = "rerank"
@@ -107,28 +107,20 @@ def select_layers(run: RunDirectory, top: int, references: list[str]) -> list[La
 
 
 def resolve_tasks(
-    config: RunConfig, tasks: list[str], overrides: list[str]
+    run: RunDirectory, tasks: list[str], overrides: list[str]
 ) -> tuple[list[TaskConfig], list[str]]:
     """The named tasks (files or shipped names), or by default the run's own tasks as it trained them;
     ``overrides`` (``key=value``) apply to each on top."""
-    extra = _flat_overrides(overrides)
-    specs = [TaskSpec(task=t) for t in tasks] or config.tasks
-    specs = [dataclasses.replace(spec, set={**spec.set, **extra}) for spec in specs]
-    return load_tasks(dataclasses.replace(config, tasks=specs))
-
-
-def _flat_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["train.steps=200"]`` → ``{"train.steps": 200}``, the form of a run config's task ``set``."""
-    out = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
+    if tasks:
+        return load_tasks(RunConfig(tasks=[TaskSpec(task=t) for t in tasks]), overrides)
+    own, names = run.read_tasks()
+    resolved = []
+    for name, task in zip(names, own, strict=True):
         try:
-            out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = text
-    return out
+            resolved.append(with_overrides(task, overrides))
+        except ConfigError as e:
+            raise ConfigError(f"{name}: {e}") from None
+    return resolved, names
 
 
 def rerank(
@@ -152,8 +144,8 @@ def rerank(
     if address:
         config = dataclasses.replace(config, resources=dataclasses.replace(config.resources, address=address))
     layers = select_layers(run, top, list(references))
-    task_configs, names = resolve_tasks(config, list(tasks), list(overrides))
-    packed = _load_datasets(task_configs)  # missing data fails here, before Ray starts
+    task_configs, names = resolve_tasks(run, list(tasks), list(overrides))
+    packed = load_packed_datasets(task_configs)  # missing data fails here, before Ray starts
     if log is not None:
         log(
             f"training {len(layers)} layers x {len(names)} tasks x {seeds} seeds "
@@ -174,26 +166,12 @@ def rerank(
     return RerankResult(str(run.path), names, seeds, rows, files)
 
 
-def _load_datasets(tasks: list[TaskConfig]) -> list[dict[str, Any]]:
-    """Each task's dataset packed for the object store; a dataset two tasks share loads once."""
-    packed: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        key = repr(to_dict(task.dataset))
-        if key not in packed:
-            packed[key] = pack_data(load_dataset(task.dataset))
-    return [packed[repr(to_dict(task.dataset))] for task in tasks]
-
-
 def _train_all(
     config: RunConfig, layers: list[Layer], tasks: list[TaskConfig], packed: list[dict[str, Any]], seeds: int
 ) -> dict[tuple[int, int], list[dict[str, Any]]]:
     """Every (layer, task, seed) training on the workers; results by (layer index, task index)."""
     resources = config.resources
-    put: dict[int, ray.ObjectRef] = {}
-    for data in packed:  # into the object store once each, shared by every training
-        if id(data) not in put:
-            put[id(data)] = ray.put(data)
-    data_refs = [put[id(data)] for data in packed]
+    data_refs = put_datasets(packed)
     refs: dict[tuple[int, int], list[ray.ObjectRef]] = {}
     for i, layer in enumerate(layers):
         for k, (task, data_ref) in enumerate(zip(tasks, data_refs, strict=True)):
@@ -209,7 +187,7 @@ def _with_seed(task: TaskConfig, seed: int) -> TaskConfig:
 
 
 def _scores(runs: list[dict[str, Any]]) -> TaskScores:
-    exits = [str(r.get("exit_reason", "error")) for r in runs]
+    exits = [str(r.get("exit_reason", ExitReason.ERROR)) for r in runs]
     top1 = [
         float(r["top1"])
         for r, e in zip(runs, exits, strict=True)

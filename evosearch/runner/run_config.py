@@ -7,15 +7,18 @@ resolved configuration is saved as ``runs/<name>/config.yaml``; resuming compare
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evosearch.config import ConfigError, load_config, to_dict
-from evosearch.layers.seeds import SEEDS
+from evosearch.config import ConfigError, config_names, config_path, load_config, shipped_configs, to_dict
+from evosearch.errors import EvosearchError
+from evosearch.layers.seeds import SEEDS, seed_graph
 from evosearch.probes.screen import ProbeConfig
+from evosearch.search import Searcher, create_searcher, searcher_class
 from evosearch.search.evolution import EvolutionSettings
-from evosearch.search.mutation import MUTATIONS, SearchSpace
+from evosearch.search.mutation import SearchSpace
 from evosearch.tasks.specs import load_task
 from evosearch.tasks.train import TaskConfig
 from primitives import BATCH_INDEPENDENT_SEARCH_OPS, PRIMITIVES, SEARCH_OPS
@@ -25,19 +28,23 @@ OP_SETS = {"search": SEARCH_OPS, "batch_independent": BATCH_INDEPENDENT_SEARCH_O
 RESUMABLE_CHANGES = ("resources.", "search.max_evaluations", "search.max_minutes", "search.max_candidates")
 
 
+_EVOLUTION = EvolutionSettings()  # the one place the evolution settings' defaults are written
+
+
 @dataclass
 class SearchConfig:
-    population_size: int = 50
-    tournament_size: int = 10
+    algorithm: str = "evolution"  # a name in evosearch.search.SEARCHERS: "evolution" or "random"
+    population_size: int = _EVOLUTION.population_size  # evolution: members kept
+    tournament_size: int = _EVOLUTION.tournament_size  # evolution: members sampled per tournament
     max_evaluations: int | None = 100  # candidates trained on the proxy tasks (the budget)
     max_minutes: float | None = None  # wall-clock budget, summed over resumed sessions
     max_candidates: int | None = None  # proposals of any fate; default 20 x max_evaluations
     ops: str | list[str] = "search"  # "search", "batch_independent" (S family), or a list of ops
     max_nodes: int = 14
     seeds: str | list[str] = "all"  # seed layers in the initial population: "all", or names
-    seed_mutations: int = 20
-    random_graphs: int = 20
-    mutation_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MUTATIONS, 1.0))
+    seed_mutations: int = _EVOLUTION.seed_mutations  # evolution: initial mutations of seeds
+    random_graphs: int = _EVOLUTION.random_graphs  # evolution: initial random graphs
+    mutation_weights: dict[str, float] = field(default_factory=lambda: dict(_EVOLUTION.mutation_weights))
 
     def __post_init__(self) -> None:
         for key in ("max_evaluations", "max_candidates"):
@@ -46,6 +53,10 @@ class SearchConfig:
                 raise ConfigError(f"search.{key} must be at least 1, got {value}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"search.max_minutes must be positive, got {self.max_minutes}")
+        try:
+            searcher_class(self.algorithm)
+        except EvosearchError as e:
+            raise ConfigError(f"search.algorithm: {e}") from None
         self.op_set()
         self.seed_names()
 
@@ -76,14 +87,10 @@ class SearchConfig:
     def space(self) -> SearchSpace:
         return SearchSpace(ops=self.op_set(), max_nodes=self.max_nodes)
 
-    def evolution(self) -> EvolutionSettings:
-        return EvolutionSettings(
-            population_size=self.population_size,
-            tournament_size=self.tournament_size,
-            seed_mutations=self.seed_mutations,
-            random_graphs=self.random_graphs,
-            mutation_weights=dict(self.mutation_weights),
-        )
+    def searcher(self, num_objectives: int, seed: int) -> Searcher:
+        """The configured algorithm over the configured space, starting from the configured seeds."""
+        seeds = [seed_graph(name) for name in self.seed_names()]
+        return create_searcher(self.algorithm, self.space(), seeds, num_objectives, seed, to_dict(self))
 
     def candidate_limit(self) -> int | None:
         if self.max_candidates is not None:
@@ -143,13 +150,15 @@ class RunConfig:
         return Path(self.output_dir) / self.name
 
 
-def load_tasks(config: RunConfig) -> tuple[list[TaskConfig], list[str]]:
-    """The proxy tasks (each one objective) and their names; an unknown task or key fails here."""
+def load_tasks(config: RunConfig, overrides: Sequence[str] = ()) -> tuple[list[TaskConfig], list[str]]:
+    """The proxy tasks (each one objective) and their names, resolved from the task files; ``overrides``
+    (``key=value``) apply to every task after its own ``set``. An unknown task or key fails here.
+    A run keeps what this gave at its start (:meth:`RunDirectory.read_tasks`)."""
     tasks, names = [], []
     for i, spec in enumerate(config.tasks):
-        overrides = [f"{key}={json.dumps(value)}" for key, value in spec.set.items()]  # JSON is YAML
+        own = [f"{key}={json.dumps(value)}" for key, value in spec.set.items()]  # JSON is YAML
         try:
-            task = load_task(spec.task, overrides)
+            task = load_task(spec.task, [*own, *overrides])
         except ConfigError as e:
             raise ConfigError(f"tasks[{i}] ({spec.task}): {e}") from None
         tasks.append(task)
@@ -159,7 +168,15 @@ def load_tasks(config: RunConfig) -> tuple[list[TaskConfig], list[str]]:
     return tasks, names
 
 
-def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+def run_config_names() -> list[str]:
+    """The run configs shipped with the package (the repository's ``configs/*.yaml``)."""
+    return config_names(shipped_configs())
+
+
+def load_run_config(source: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """The defaults, then a run config (a shipped name such as ``quickstart``, or a file), then
+    the overrides."""
+    path = None if source is None else config_path(source, shipped_configs(), "run config")
     return load_config(RunConfig, path, overrides)
 
 

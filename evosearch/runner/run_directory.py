@@ -1,10 +1,15 @@
 """A run's directory and records: ``runs/<name>/``.
 
 - ``config.yaml``: the resolved configuration.
+- ``tasks.yaml``: the proxy tasks as resolved when the run started (every key of each task) and their
+  objective names, in the order of every record's scores. ``report``, ``export``, ``rerank`` and
+  ``--resume`` read the tasks from here, so editing or renaming a task file never changes a run made
+  before (only a forced resume whose config changed ``tasks`` resolves them again). A run written
+  before this file existed resolves its tasks from ``config.yaml`` instead.
 - ``events.jsonl``: append-only, one :class:`CandidateRecord` per finished candidate; a record counts
   only once written, flushed and fsynced. A line torn by a crash is dropped when the run is reopened.
-- ``checkpoint.json``: the search state (population, pending proposals, RNG, counters), replaced
-  atomically after every proposal and every record.
+- ``checkpoint.json``: the search state (population, pending proposals, RNG, counters) with the
+  format's ``version``, replaced atomically after every proposal and every record.
 - ``best/``: the Pareto front of all trained candidates: graph files, exported modules, an index.
 - ``report.html``, ``plots/``: written by ``evosearch report`` (:mod:`evosearch.cli.report_html`).
 - ``rerank/<task>.json``: written by ``evosearch rerank`` (:mod:`evosearch.runner.rerank`).
@@ -12,7 +17,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import time
@@ -24,26 +28,27 @@ import moocore
 import numpy as np
 import yaml
 
-from evosearch.config import from_dict, to_dict
-from evosearch.errors import EvosearchError
+from evosearch.config import ConfigError, from_dict, to_dict
+from evosearch.errors import EvosearchError, one_line
 from evosearch.files import atomic_write_text
 from evosearch.layers.codegen import export_layer
 from evosearch.layers.graph_io import graph_from_dict, save_graph
+from evosearch.outcomes import SCORED, Status
 from evosearch.runner.run_config import RunConfig, load_tasks
+from evosearch.tasks.train import TaskConfig
 
 CONFIG_FILE = "config.yaml"
+TASKS_FILE = "tasks.yaml"
 EVENTS_FILE = "events.jsonl"
 CHECKPOINT_FILE = "checkpoint.json"
 BEST_DIR = "best"
-
-
-class Status(str, enum.Enum):
-    TRAINED = "trained"  # every proxy task ran to the end
-    HURDLE = "hurdle"  # stopped by the quality hurdle on some task: scores worst there
-    FAILED = "failed"  # an evaluation crashed, timed out, or diverged
-    REJECTED = "rejected"  # the at-initialization probes said no; never trained
-    DUPLICATE = "duplicate"  # same structure as an earlier candidate: its result reused
-    EQUIVALENT = "equivalent"  # same function (fingerprint) as an earlier candidate: its result reused
+# Raise it when a change of layout would be misread by a reader of the last one; keep reading the old.
+CHECKPOINT_VERSION = 2  # the searcher's state under "searcher", its name under "algorithm"
+READABLE_CHECKPOINT_VERSIONS = (1, CHECKPOINT_VERSION)  # 1: regularized evolution's state under "evolution"
+TASKS_HEADER = (
+    "# The proxy tasks of this run as resolved when it started, one per objective, in the order of every\n"
+    "# record's scores. The run reads them from here: the task files are not read again.\n"
+)
 
 
 @dataclass
@@ -86,6 +91,10 @@ class RunDirectory:
         return self.path / CONFIG_FILE
 
     @property
+    def tasks_path(self) -> Path:
+        return self.path / TASKS_FILE
+
+    @property
     def events_path(self) -> Path:
         return self.path / EVENTS_FILE
 
@@ -100,6 +109,10 @@ class RunDirectory:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
+    def _check_is_run(self) -> None:
+        if not self.exists():
+            raise EvosearchError(f"{self.path} is not a run directory (no {CONFIG_FILE})")
+
     # ---- config ---------------------------------------------------------------------------------
 
     def write_config(self, config: Any) -> None:
@@ -108,12 +121,11 @@ class RunDirectory:
         atomic_write_text(self.config_path, text)
 
     def read_config_data(self) -> dict[str, Any]:
-        if not self.config_path.is_file():
-            raise EvosearchError(f"{self.path} is not a run directory (no {CONFIG_FILE})")
+        self._check_is_run()
         try:
             data = yaml.safe_load(self.config_path.read_text())
         except yaml.YAMLError as e:
-            raise EvosearchError(f"{self.config_path}: malformed YAML: {' '.join(str(e).split())}") from None
+            raise EvosearchError(f"{self.config_path}: malformed YAML: {one_line(e)}") from None
         if not isinstance(data, dict):
             raise EvosearchError(f"{self.config_path}: not a run configuration")
         return data
@@ -121,9 +133,48 @@ class RunDirectory:
     def read_config(self) -> RunConfig:
         return from_dict(RunConfig, self.read_config_data(), str(self.config_path))
 
+    # ---- tasks ----------------------------------------------------------------------------------
+
+    def write_tasks(self, tasks: list[TaskConfig], objectives: list[str]) -> None:
+        """The resolved tasks and their objective names, written once at the start: what the run
+        trains on, and what reading it later needs, whatever becomes of the task files."""
+        entries = [{"name": n, "task": to_dict(task)} for n, task in zip(objectives, tasks, strict=True)]
+        text = yaml.safe_dump({"objectives": entries}, sort_keys=False, default_flow_style=False)
+        atomic_write_text(self.tasks_path, TASKS_HEADER + text)
+
+    def read_tasks(self) -> tuple[list[TaskConfig], list[str]]:
+        """The run's proxy tasks and objective names, as :func:`load_tasks` gives them: from
+        ``tasks.yaml``; for a run written before that file existed, resolved from ``config.yaml``."""
+        entries = self._task_entries()
+        if entries is None:
+            return load_tasks(self.read_config())
+        try:
+            tasks = [from_dict(TaskConfig, e["task"], e["name"]) for e in entries]
+        except ConfigError as e:
+            raise ConfigError(f"{self.tasks_path}: {e}") from None
+        return tasks, [e["name"] for e in entries]
+
     def objectives(self) -> list[str]:
-        """The objective names, one per proxy task, in the order of every record's scores."""
-        return load_tasks(self.read_config())[1]
+        """The objective names, one per proxy task, in the order of every record's scores. Only the
+        names are read: a run stays readable where a later evosearch changed the task keys."""
+        entries = self._task_entries()
+        if entries is None:
+            return load_tasks(self.read_config())[1]
+        return [e["name"] for e in entries]
+
+    def _task_entries(self) -> list[dict[str, Any]] | None:
+        """The entries of ``tasks.yaml``, checked for shape; None where the run has no such file."""
+        self._check_is_run()
+        if not self.tasks_path.is_file():
+            return None
+        try:
+            data = yaml.safe_load(self.tasks_path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{self.tasks_path}: malformed YAML: {one_line(e)}") from None
+        entries = data.get("objectives") if isinstance(data, dict) else None
+        if not entries or not all(_is_task_entry(e) for e in entries):
+            raise ConfigError(f"{self.tasks_path}: expected 'objectives:', a list of {{name, task}} entries")
+        return entries
 
     # ---- events ---------------------------------------------------------------------------------
 
@@ -158,17 +209,29 @@ class RunDirectory:
     # ---- checkpoint -----------------------------------------------------------------------------
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write_text(self.checkpoint_path, json.dumps(state, allow_nan=True))
+        """``state`` stamped with :data:`CHECKPOINT_VERSION`, replacing the last checkpoint at once."""
+        data = {"version": CHECKPOINT_VERSION, **state}
+        atomic_write_text(self.checkpoint_path, json.dumps(data, allow_nan=True))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last checkpoint; None where there is none. One of another format version is refused
+        rather than misread."""
         if not self.checkpoint_path.is_file():
             return None
         try:
-            return json.loads(self.checkpoint_path.read_text())
+            state = json.loads(self.checkpoint_path.read_text())
         except ValueError as e:
             raise EvosearchError(
                 f"{self.checkpoint_path} is unreadable ({e}); the run cannot resume"
             ) from None
+        version = state.get("version") if isinstance(state, dict) else None
+        if version not in READABLE_CHECKPOINT_VERSIONS or isinstance(version, bool):
+            readable = ", ".join(map(str, READABLE_CHECKPOINT_VERSIONS))
+            raise EvosearchError(
+                f"{self.checkpoint_path}: checkpoint version {version!r} is not one this evosearch "
+                f"reads ({readable}); use the evosearch version that wrote the run"
+            )
+        return state
 
     # ---- best -----------------------------------------------------------------------------------
 
@@ -181,6 +244,14 @@ class RunDirectory:
             if stale.name not in keep:
                 stale.unlink()
         return front
+
+
+def searcher_state(checkpoint: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The search algorithm's name (``search.algorithm``) and state in a checkpoint. Version 1, from
+    before the algorithm was a choice, holds the evolution's state alone, under ``"evolution"``."""
+    if checkpoint["version"] == 1:
+        return "evolution", checkpoint["evolution"]
+    return checkpoint["algorithm"], checkpoint["searcher"]
 
 
 def pareto_front(records: list[CandidateRecord]) -> list[CandidateRecord]:
@@ -204,7 +275,13 @@ def rank_records(records: list[CandidateRecord]) -> list[CandidateRecord]:
 
 
 def _trained(records: list[CandidateRecord]) -> list[CandidateRecord]:
-    return [r for r in records if r.status in (Status.TRAINED, Status.HURDLE) and r.scores]
+    return [r for r in records if r.status in SCORED and r.scores]
+
+
+def _is_task_entry(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("task"), dict)
+    )
 
 
 def _best_mean_first(record: CandidateRecord) -> tuple[float, int]:

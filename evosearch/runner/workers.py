@@ -1,7 +1,8 @@
 """What Ray workers run: probe one candidate, or train it on one task. No search state here.
 
 Graphs travel as plain graph-file data and come back as plain JSON records. Datasets are put in the
-object store once by the driver as numpy arrays (shared memory, no copy per task) and rebuilt here.
+object store once by the driver or ``rerank`` as numpy arrays (:func:`load_packed_datasets`,
+:func:`put_datasets`: shared memory, no copy per task) and rebuilt here.
 
 :func:`submit_training` and :func:`training_result` are the one way the driver and ``rerank`` start a
 training and read its outcome: a worker process that dies (killed, out of host memory) or a device
@@ -14,15 +15,18 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
 import torch
 
+from evosearch.config import to_dict
 from evosearch.layers.graph_io import graph_from_dict
+from evosearch.outcomes import ExitReason
 from evosearch.probes.screen import ProbeConfig, probe_layer
-from evosearch.tasks.datasets import ImageData
+from evosearch.tasks.datasets import ImageData, load_dataset
 from evosearch.tasks.train import DEVICE_FAULTS, TaskConfig, train_candidate
 
 if TYPE_CHECKING:
@@ -41,6 +45,27 @@ def pack_data(data: ImageData) -> dict[str, Any]:
         "mean": tuple(data.mean),
         "std": tuple(data.std),
     }
+
+
+def load_packed_datasets(tasks: Sequence[TaskConfig]) -> list[dict[str, Any]]:
+    """Each task's dataset, packed; a dataset two tasks share loads once and is the same object, so
+    :func:`put_datasets` stores it once. Missing or malformed data fails here, before any work."""
+    packed: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        key = repr(to_dict(task.dataset))
+        if key not in packed:
+            packed[key] = pack_data(load_dataset(task.dataset))
+    return [packed[repr(to_dict(task.dataset))] for task in tasks]
+
+
+def put_datasets(packed: Sequence[dict[str, Any]]) -> list[ray.ObjectRef]:
+    """Each distinct packed dataset into the object store once, shared by every training on it; one
+    reference per entry of ``packed``."""
+    refs: dict[int, ray.ObjectRef] = {}
+    for data in packed:
+        if id(data) not in refs:
+            refs[id(data)] = ray.put(data)
+    return [refs[id(data)] for data in packed]
 
 
 def unpack_data(packed: dict[str, Any]) -> ImageData:
@@ -97,23 +122,19 @@ _train_on_cpu = ray.remote(train_on_task)
 _train_on_gpu = ray.remote(max_calls=1)(train_on_task)
 
 
-def training_options(resources: ResourcesConfig) -> dict[str, Any]:
-    """The Ray options of one training task under ``resources``."""
-    return {
-        "num_cpus": resources.cpus_per_evaluation,
-        "num_gpus": resources.gpus_per_evaluation,
-        "max_retries": resources.retries,  # worker deaths and ...
-        "retry_exceptions": list(DEVICE_FAULTS),  # ... device faults; a bad candidate is not retried
-    }
-
-
 def submit_training(
     graph_data: dict[str, Any], task: TaskConfig, data_ref: ray.ObjectRef, resources: ResourcesConfig
 ) -> ray.ObjectRef:
-    """Train a candidate on one task on a worker; read the outcome with :func:`training_result`."""
+    """Train a candidate on one task on a worker; read the outcome with :func:`training_result`.
+    ``task.train.inject_device_fault_at_step`` makes every attempt fault, to check the retries."""
     remote = _train_on_gpu if resources.gpus_per_evaluation > 0 else _train_on_cpu
-    threads = max(1, int(resources.cpus_per_evaluation))
-    return remote.options(**training_options(resources)).remote(graph_data, task, data_ref, threads)
+    options = remote.options(
+        num_cpus=resources.cpus_per_evaluation,
+        num_gpus=resources.gpus_per_evaluation,
+        max_retries=resources.retries,  # worker deaths and ...
+        retry_exceptions=list(DEVICE_FAULTS),  # ... device faults; a bad candidate is not retried
+    )
+    return options.remote(graph_data, task, data_ref, max(1, int(resources.cpus_per_evaluation)))
 
 
 def training_result(ref: ray.ObjectRef, timed_out: bool = False) -> dict[str, Any]:
@@ -121,17 +142,17 @@ def training_result(ref: ray.ObjectRef, timed_out: bool = False) -> dict[str, An
     try:
         return ray.get(ref)
     except ray.exceptions.TaskCancelledError:
-        return {"exit_reason": "timeout" if timed_out else "cancelled"}
+        return {"exit_reason": str(ExitReason.TIMEOUT if timed_out else ExitReason.CANCELLED)}
     except ray.exceptions.OutOfMemoryError:  # Ray's memory monitor killed the worker
-        return {"exit_reason": "out_of_memory"}
+        return {"exit_reason": str(ExitReason.OUT_OF_MEMORY)}
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError):
-        return {"exit_reason": "worker_crashed"}
+        return {"exit_reason": str(ExitReason.WORKER_CRASHED)}
     except ray.exceptions.RayError as e:
         cause = getattr(e, "cause", None) or e  # a RayTaskError carries the worker's exception
         if isinstance(cause, torch.OutOfMemoryError):
-            kind = "out_of_memory"
+            kind = ExitReason.OUT_OF_MEMORY
         elif isinstance(cause, torch.AcceleratorError):
-            kind = "device_error"
+            kind = ExitReason.DEVICE_ERROR
         else:
-            kind = "error"
+            kind = ExitReason.ERROR
         return {"exit_reason": f"{kind}: {type(cause).__name__}: {' '.join(str(cause).split())[:300]}"}
