@@ -12,7 +12,7 @@ from evosearch.cli.options import add_set_option
 from evosearch.cli.output import emit
 from evosearch.config import from_dict, merge, parse_overrides, to_dict
 from evosearch.errors import EvosearchError
-from evosearch.runner.run_config import RunConfig, load_run_config
+from evosearch.runner.run_config import RunConfig, load_run_config, run_config_names
 from evosearch.runner.run_directory import RunDirectory
 
 INTERRUPTED = 130
@@ -24,7 +24,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="run (or resume) an evolutionary search",
         description="Run the search a config describes, on a local Ray instance or a cluster.",
     )
-    p.add_argument("config", help="a run config (.yaml), or a run directory to resume")
+    shipped = ", ".join(run_config_names())
+    p.add_argument(
+        "config", help=f"a shipped run config ({shipped}), a run config .yaml, or a run directory to resume"
+    )
     add_set_option(p, "search.max_evaluations=50")
     p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
     p.add_argument("--force", action="store_true", help="resume even though the config changed")
@@ -35,7 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
     p = commands.add_parser("config", help="print a run config resolved: every key, defaults filled in")
-    p.add_argument("config", nargs="?", help="a run config (.yaml); none: the defaults")
+    p.add_argument(
+        "config", nargs="?", help=f"a shipped run config ({shipped}) or a .yaml file; none: the defaults"
+    )
     add_set_option(p, "search.max_evaluations=50")
     p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     p.set_defaults(handler=show_config)
@@ -51,10 +56,10 @@ def show_config(args: argparse.Namespace) -> int:
 
 
 def resolve_run_config(source: str, overrides: list[str], resume: bool) -> RunConfig:
-    """A config file; or, to resume, a run directory, whose saved config is used."""
+    """A shipped run config or a config file; or, to resume, a run directory, whose saved config is used."""
     path = Path(source)
     if not path.is_dir():
-        return load_run_config(path, overrides)
+        return load_run_config(source, overrides)
     if not resume:
         raise EvosearchError(f"{source} is a directory: add --resume to continue the run in it")
     saved = RunDirectory(path).read_config_data()
