@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from test_search import write_config
+from helpers import write_config
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

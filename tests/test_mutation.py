@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import lineage_fingerprint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,7 @@ from evosearch.layers.seeds import seed_graph, seed_names
 from evosearch.search.mutation import MUTATIONS, Mutation, SearchSpace, mutate, random_graph
 from primitives import BATCH_DEPENDENT_OPS, BATCH_INDEPENDENT_SEARCH_OPS, SEARCH_OPS
 
-ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent  # `python -c` there imports the helpers module
 SPACE = SearchSpace()
 S_SPACE = SearchSpace(ops=BATCH_INDEPENDENT_SEARCH_OPS, hyperparameters={"groups": 8, "eps": 1e-5})
 ROOMY = SearchSpace(max_nodes=32)  # every seed fits, so every kind can apply to every seed
@@ -73,23 +74,13 @@ def test_random_graph_is_deterministic():
         assert [n for n in a] == [n for n in b]  # same names too
 
 
-def _lineage_fingerprint() -> str:
-    out = []
-    for s in range(20):
-        g = random_graph(random.Random(s), SPACE)
-        child, m = mutate(g, random.Random(s), SPACE)
-        out.append((g.structural_hash(), child.structural_hash(), m.detail))
-    child, m = mutate(seed_graph("evonorm_b0"), random.Random(7), SPACE)
-    return repr((out, child.structural_hash(), m))
-
-
 def test_same_seed_same_graphs_across_processes():
     # Another string-hash seed reorders sets and frozensets: nothing may depend on that order.
-    script = "from tests.test_mutation import _lineage_fingerprint; print(_lineage_fingerprint())"
+    script = "from helpers import lineage_fingerprint; print(lineage_fingerprint())"
     env = {**os.environ, "PYTHONHASHSEED": str(random.randrange(1, 2**31))}
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=TESTS)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == _lineage_fingerprint()
+    assert run.stdout.strip() == lineage_fingerprint()
 
 
 def test_batch_independent_space_has_no_batch_op():

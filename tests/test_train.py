@@ -10,19 +10,18 @@ import re
 
 import pytest
 import torch
+from helpers import tiny_task
 from torch import nn
 
 from evosearch.cli import main
 from evosearch.config import ConfigError
 from evosearch.layers.create import resolve_source
 from evosearch.layers.seeds import seed_graph
-from evosearch.tasks.datasets import DatasetConfig, ImageData, load_dataset
-from evosearch.tasks.models import ModelConfig
+from evosearch.tasks.datasets import ImageData, load_dataset
 from evosearch.tasks.specs import DEFAULT_TASK, TASKS_DIR, load_task, task_names
 from evosearch.tasks.train import (
     DEVICE_FAULTS,
     DeviceData,
-    TaskConfig,
     TrainConfig,
     crop_flip,
     learning_rate,
@@ -30,19 +29,6 @@ from evosearch.tasks.train import (
     train_candidate,
     train_network,
 )
-
-TINY_MODEL = {"depth": 8, "width_multiplier": 0.25, "depth_multiplier": 0.25}
-
-
-def tiny_task(arch: str = "cifar_resnet", **train) -> TaskConfig:
-    """16×16 generated images, a few hundred of them, a network of one block a stage, a few steps."""
-    settings = {"steps": 6, "batch_size": 16, "log_every": 2, "warmup_steps": 2, "crop_padding": 2, **train}
-    return TaskConfig(
-        name="tiny",
-        dataset=DatasetConfig(image_size=16, train_size=256, val_size=64),
-        model=ModelConfig(arch=arch, **TINY_MODEL),
-        train=TrainConfig(**settings),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +125,16 @@ def test_a_device_fault_is_raised_for_a_retry_not_recorded_against_the_candidate
     layer = type("Faulty", (_DeviceFault,), {"fault": fault})
     with pytest.raises(fault):
         train_network(layer, tiny_task(), data)
+
+
+def test_an_injected_device_fault_is_raised_at_its_step_and_must_be_a_step_of_the_run(data):
+    with pytest.raises(torch.AcceleratorError, match="injected device fault at step 3"):
+        train_candidate(seed_graph("bn_relu"), tiny_task(inject_device_fault_at_step=3), data)
+    steps = load_task(DEFAULT_TASK).train.steps
+    message = f"inject_device_fault_at_step must be a step from 1 to {steps}"
+    for step in (0, steps + 1):  # a fault outside the run would never fire
+        with pytest.raises(ConfigError, match=message):
+            load_task(DEFAULT_TASK, [f"train.inject_device_fault_at_step={step}"])
 
 
 def test_a_task_error_is_raised(data):
@@ -241,3 +237,10 @@ def test_train_command(capsys):
     text = capsys.readouterr().out
     assert re.search(r"^exit_reason: +completed$", text, re.M) and re.search(r"^loss_curve: +1:", text, re.M)
     assert main(["train", "bn_relu", "--task", "no_such_task"]) == 1
+
+
+def test_train_command_reports_a_device_fault_in_one_line(capsys):
+    overrides = ["train.steps=2", "dataset.train_size=128", "train.inject_device_fault_at_step=1"]
+    assert main(["train", "bn_relu", *(x for o in overrides for x in ("--set", o))]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("evosearch: error: device fault while training on cpu: injected device fault")

@@ -8,9 +8,10 @@ from typing import Any
 
 from evosearch.cli.options import SOURCE_HELP, add_set_option
 from evosearch.cli.output import emit
+from evosearch.errors import EvosearchError, one_line
 from evosearch.layers.create import resolve_source
 from evosearch.tasks.specs import DEFAULT_TASK, load_task, task_names
-from evosearch.tasks.train import resolve_device, train_candidate
+from evosearch.tasks.train import DEVICE_FAULTS, resolve_device, train_candidate
 from evosearch.text import format_value
 
 
@@ -32,7 +33,10 @@ def train(args: argparse.Namespace) -> int:
     graph = resolve_source(args.source)
     device = resolve_device(task.train.device)
     print(f"training {graph.name} on {task.name} ({task.train.steps} steps, {device})", file=sys.stderr)
-    record = train_candidate(graph, task).to_json()
+    try:
+        record = train_candidate(graph, task).to_json()
+    except DEVICE_FAULTS as e:  # the device's doing, not the layer's: a search would retry it elsewhere
+        raise EvosearchError(f"device fault while training on {device}: {one_line(e)}") from None
     emit(record if args.json else _readable(record), as_json=args.json)
     return 0
 

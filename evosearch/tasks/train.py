@@ -30,19 +30,19 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from evosearch.config import ConfigError, to_dict
-from evosearch.layers.codegen import build_layer
-from evosearch.layers.graph import LayerGraph
+from evosearch.errors import one_line
+from evosearch.layers.create import LayerFactory, LayerSource, create_layer, resolve_layer, source_label
+from evosearch.outcomes import ExitReason
 from evosearch.tasks.datasets import DatasetConfig, ImageData, load_dataset
-from evosearch.tasks.models import ModelConfig, NormAct, build_network
+from evosearch.tasks.models import ModelConfig, build_network
 
-ExitReason = Literal["completed", "non_finite_loss", "quality_hurdle", "time_limit", "error"]
 DEVICE_FAULTS: tuple[type[Exception], ...] = (torch.AcceleratorError, torch.OutOfMemoryError)
 TOP5_MIN_CLASSES = 11  # top-5 accuracy is reported where there are more than 10 classes
 
@@ -60,7 +60,10 @@ class TrainConfig:
     ``device``: ``auto`` is CUDA where available, else CPU. ``bf16`` (autocast) and ``channels_last``
     apply on CUDA only. ``log_every``: the loss curve holds the mean loss of every such window of
     steps; the loss is checked for non-finite values (one device sync) at the end of each window and
-    after the first step.
+    after the first step. ``inject_device_fault_at_step``: raise a device fault
+    (``torch.AcceleratorError``, what a CUDA error raises) at that step instead of training it, on
+    every attempt: to check on any machine that a search retries a faulted evaluation in new worker
+    processes and then records it as ``device_error`` (the tests, a GPU check); off by default.
     """
 
     steps: int = 1000
@@ -85,6 +88,7 @@ class TrainConfig:
     compile: bool = False
     eval_batch_size: int = 500
     log_every: int = 10
+    inject_device_fault_at_step: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "lr_batch_size", "eval_batch_size", "log_every"):
@@ -94,6 +98,11 @@ class TrainConfig:
             raise ValueError("warmup_steps and crop_padding must not be negative")
         if self.hurdle_step is not None and self.hurdle_step < 1:
             raise ValueError(f"hurdle_step must be at least 1, got {self.hurdle_step}")
+        fault = self.inject_device_fault_at_step
+        if fault is not None and not 1 <= fault <= self.steps:
+            raise ValueError(
+                f"inject_device_fault_at_step must be a step from 1 to {self.steps}, got {fault}"
+            )
         if self.device != "auto":
             torch.device(self.device)  # a malformed name fails here, as a config error
 
@@ -186,15 +195,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train_candidate(
-    graph: LayerGraph, task: TaskConfig, data: ImageData | DeviceData | None = None
+    layer: LayerSource, task: TaskConfig, data: ImageData | DeviceData | None = None
 ) -> TrainResult:
-    """Train ``task``'s network with the layer ``graph`` in every slot. Never raises for a bad
-    candidate (see the module docstring); a bad task, a missing dataset or a device fault raises."""
-    return train_network(functools.partial(build_layer, graph), task, data, label=graph.name)
+    """Train ``task``'s network with ``layer`` in every slot; ``layer`` is a SOURCE (a seed name, a
+    formula, a graph file, a ``LayerGraph`` or a module class). Never raises for a bad candidate (see
+    the module docstring); a SOURCE that names nothing, a bad task, a missing dataset or a device
+    fault raises."""
+    resolved = resolve_layer(layer)  # built per slot inside the run, where a failure is a record
+    return train_network(functools.partial(create_layer, resolved), task, data, label=source_label(layer))
 
 
 def train_network(
-    norm_act: NormAct, task: TaskConfig, data: ImageData | DeviceData | None = None, label: str = ""
+    norm_act: LayerFactory, task: TaskConfig, data: ImageData | DeviceData | None = None, label: str = ""
 ) -> TrainResult:
     """:func:`train_candidate` for any slot factory, e.g. a hand-written reference layer."""
     start = time.perf_counter()
@@ -216,7 +228,8 @@ def train_network(
     except DEVICE_FAULTS:
         raise
     except Exception as e:  # a candidate may fail in any way; the record says how
-        run.exit_reason, run.error = "error", f"{type(e).__name__}: {' '.join(str(e).split())}"[:2000]
+        run.exit_reason = ExitReason.ERROR
+        run.error = f"{type(e).__name__}: {one_line(e)}"[:2000]
     return run.result(task.name, label, parameters, _device_label(device))
 
 
@@ -269,7 +282,7 @@ class _Run:
         self.steps = 0
         self.window: list[torch.Tensor] = []
         self.curve: list[list[float]] = []
-        self.exit_reason: ExitReason = "completed"
+        self.exit_reason = ExitReason.COMPLETED
         self.error: str | None = None
         self.top1: float | None = None
         self.top5: float | None = None
@@ -296,6 +309,10 @@ class _Run:
         for step in range(1, config.steps + 1):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step - 1, config)
+            if step == config.inject_device_fault_at_step:
+                raise torch.AcceleratorError(
+                    f"injected device fault at step {step} (train.inject_device_fault_at_step)"
+                )
             images, labels = self._train_batch(next(batches))
             self.window.append(self._step(forward, optimizer, images, labels))
             self.steps = step
@@ -306,7 +323,7 @@ class _Run:
             if step == config.hurdle_step and not self._pass_hurdle(model):
                 return
             if out_of_time:
-                self.exit_reason = "time_limit"
+                self.exit_reason = ExitReason.TIME_LIMIT
                 break
         self.top1, self.top5 = self._evaluate(model, len(self.data.val_labels))
 
@@ -358,7 +375,7 @@ class _Run:
         finite = torch.isfinite(losses)
         if not finite.all():
             self.steps += 1 - len(losses) + int(finite.int().argmin())  # the first step with a bad loss
-            self.exit_reason = "non_finite_loss"
+            self.exit_reason = ExitReason.NON_FINITE_LOSS
             return False
         self.curve.append([self.steps, losses.mean().item()])
         return True
@@ -367,7 +384,7 @@ class _Run:
         size = self.config.hurdle_val_size or len(self.data.val_labels)
         self.hurdle_top1, _ = self._evaluate(model, min(size, len(self.data.val_labels)))
         if self.hurdle_top1 < self.config.hurdle_accuracy:
-            self.exit_reason = "quality_hurdle"
+            self.exit_reason = ExitReason.QUALITY_HURDLE
             return False
         return True
 
@@ -392,7 +409,7 @@ class _Run:
         return top1, top5 if self.data.num_classes >= TOP5_MIN_CLASSES else None
 
     def result(self, task: str, layer: str, parameters: int, device: str) -> TrainResult:
-        timed_steps = self.steps - 1 if self.exit_reason != "error" else 0
+        timed_steps = self.steps - 1 if self.exit_reason is not ExitReason.ERROR else 0
         throughput = (
             timed_steps * self.config.batch_size / self.timed_seconds
             if timed_steps > 0 and self.timed_seconds > 0
