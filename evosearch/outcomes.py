@@ -46,6 +46,9 @@ class Status(_Spelled):
     REJECTED = "rejected"  # the at-initialization probes said no; never trained
     DUPLICATE = "duplicate"  # same structure as an earlier candidate: its result reused
     EQUIVALENT = "equivalent"  # same function (fingerprint) as an earlier candidate: its result reused
+    # The probes gave no verdict on any try (out of budget, or their worker died): never trained, no
+    # reject either; the same structure proposed again is probed again.
+    INCONCLUSIVE = "inconclusive"
 
 
 # A training that ended so has a final top-1 accuracy that counts as the task's score.

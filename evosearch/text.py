@@ -1,4 +1,8 @@
-"""Plain-text tables and values, as the CLI prints them and reports show them."""
+"""Plain-text tables and values, as the CLI prints them and reports show them.
+
+Text from data (a graph's name, a record's formula, a path) may hold control characters: an ANSI
+escape would recolour or clear the user's terminal. Every value goes out through :func:`printable`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ def table(rows: list[Mapping[str, Any]], columns: Sequence[str] | None = None) -
         return "(none)"
     columns = list(columns or rows[0].keys())
     cells = [[format_value(row.get(c, "")) for c in columns] for row in rows]
+    columns = [printable(str(c)) for c in columns]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
@@ -27,7 +32,15 @@ def format_value(value: Any) -> str:
             return str(value)
         return f"{value:.4g}"
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
+        return ", ".join(f"{printable(str(k))}={format_value(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return "; ".join(format_value(v) for v in value)
-    return str(value)
+    return printable(str(value))
+
+
+def printable(text: str) -> str:
+    """``text`` with each non-printable character (control characters, ANSI escapes' ESC) written as
+    its Python escape, ``\\x1b``: shown as text, never obeyed by a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

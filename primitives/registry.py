@@ -274,7 +274,8 @@ class UnknownOpError(KeyError):
         self.name = name
 
     def __str__(self) -> str:
-        return f"unknown op {self.name!r}; known ops: {', '.join(sorted(PRIMITIVES))}"
+        shown = repr(self.name[:60]) if isinstance(self.name, str) else type(self.name).__name__
+        return f"unknown op {shown}; known ops: {', '.join(sorted(PRIMITIVES))}"
 
 
 def get_primitive(name: str) -> Primitive:

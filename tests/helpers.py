@@ -6,15 +6,21 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from evosearch.cli import main
+from evosearch.config import to_dict
+from evosearch.layers.graph_io import graph_to_dict
 from evosearch.layers.seeds import seed_graph
+from evosearch.runner.run_config import RunConfig
 from evosearch.search.mutation import SearchSpace, mutate, random_graph
 from evosearch.tasks.datasets import DatasetConfig
 from evosearch.tasks.models import ModelConfig
@@ -113,6 +119,26 @@ def processes_titled(prefix: str, session: int) -> list[int]:
     return pids
 
 
+@contextmanager
+def busy_core(loops: int) -> Iterator[None]:
+    """Real CPU contention for the calling thread: it and ``loops`` busy-looping processes are pinned
+    to one core, so it gets at most a 1 / (loops + 1) share of that core, whatever the machine's size
+    or other work. The processes are killed and the thread's affinity restored on exit."""
+    allowed = os.sched_getaffinity(0)  # pid 0: the calling thread
+    core = {min(allowed)}
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(loops)]
+    try:
+        for spinner in spinners:
+            os.sched_setaffinity(spinner.pid, core)
+        os.sched_setaffinity(0, core)
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
 def cli_json(capsys, *argv: str) -> Any:
     """The JSON an ``evosearch`` command prints with ``--json``; the command must succeed."""
     code = main([*argv, "--json"])
@@ -140,3 +166,36 @@ def lineage_fingerprint() -> str:
         out.append((g.structural_hash(), child.structural_hash(), m.detail))
     child, m = mutate(seed_graph("evonorm_b0"), random.Random(7), space)
     return repr((out, child.structural_hash(), m))
+
+
+def trained_record(id: Any, objectives: list[str], seed: str = "bn_relu", **fields: Any) -> dict[str, Any]:
+    """A trained seed layer's record as ``events.jsonl`` holds it, ``fields`` replacing any of its
+    values with whatever a file from elsewhere may hold (any type)."""
+    graph = seed_graph(seed)
+    record = {
+        "id": id,
+        "status": "trained",
+        "origin": "seed",
+        "formula": graph.formula(),
+        "structural_hash": graph.structural_hash(),
+        "graph": graph_to_dict(graph),
+        "tasks": [{"task": o, "exit_reason": "completed", "top1": 0.5} for o in objectives],
+        "scores": [0.5] * len(objectives),
+    }
+    return {**record, **fields}
+
+
+def write_handmade_run(
+    root: Path, records: list[dict[str, Any]], objectives: list[str], name: str = "handmade"
+) -> Path:
+    """A run directory ``root/name`` as one received from elsewhere may hold it, written without Ray:
+    a default config, ``tasks.yaml`` naming ``objectives`` (each the tiny task), ``records`` as the
+    lines of ``events.jsonl``, no checkpoint."""
+    run = root / name
+    run.mkdir(parents=True)
+    config = {**to_dict(RunConfig()), "name": name, "output_dir": str(root)}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    entries = [{"name": o, "task": to_dict(tiny_task())} for o in objectives]
+    (run / "tasks.yaml").write_text(yaml.safe_dump({"objectives": entries}))
+    (run / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run

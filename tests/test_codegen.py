@@ -11,7 +11,7 @@ import traceback
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from random_graphs import random_graphs
 
 import primitives.functional as F
@@ -535,7 +535,12 @@ def test_random_graphs_compile_and_run(graph):
     layer = _perturbed(build_layer(graph, C), 0)
     x = torch.randn(3, C, 4, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
     layer.train()
+    # A graph whose output float32 rounding decides (the sign of a mean that is 0 in exact arithmetic,
+    # fed to a floored sqrt) has no value two implementations can agree on: the reference itself,
+    # evaluated in float64, tells them apart.
+    want64, _ = _interpret(graph, copy.deepcopy(layer).double(), x.detach().double(), training=True)
     want, want_buffers = _interpret(graph, layer, x.detach(), training=True)
+    assume(torch.allclose(want, want64.float(), rtol=1e-4, atol=1e-4, equal_nan=True))
     out = layer(x)
     assert out.shape == x.shape and out.dtype == x.dtype
     (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()

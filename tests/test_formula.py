@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 from evosearch.errors import EvosearchError, FormulaError
 from evosearch.layers.formula import MAX_FORMULA_CHARS, parse_formula
-from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph import INPUT, MAX_INLINE_DEPTH, LayerGraph
+from evosearch.layers.graph_io import graph_to_dict, load_graph, save_graph
+from evosearch.layers.seeds import seed_graph
+from tests.random_graphs import random_graphs
 
 
 def _ops(g: LayerGraph) -> list[str]:
@@ -304,3 +307,102 @@ def test_token_soup_never_raises_anything_but_formula_error(text):
 def test_arbitrary_text_never_raises_anything_but_formula_error(text):
     with contextlib.suppress(FormulaError):
         parse_formula(text)
+
+
+# ---- rendering shared sub-expressions: written once, read back ------------------------------------
+
+
+def _reparse(graph: LayerGraph) -> LayerGraph:
+    return parse_formula(
+        graph.formula(),
+        name=graph.name,
+        vectors=graph.vectors,
+        hyperparameters=graph.hyperparameters,
+        final_affine=graph.final_affine,
+    )
+
+
+def _doubling_chain(op_nodes: int) -> LayerGraph:
+    """Each node read twice by the next: written out at every use, the formula doubles per node."""
+    graph, node = LayerGraph("doubling"), INPUT
+    for k in range(op_nodes):
+        node = graph.add("mul" if k % 2 else "add", node, node)
+    graph.set_output(node)
+    return graph.validate()
+
+
+def _nested_chain(op_nodes: int) -> LayerGraph:
+    graph, node = LayerGraph("nested"), INPUT
+    for _ in range(op_nodes):
+        node = graph.add("sigmoid", node)
+    graph.set_output(node)
+    return graph.validate()
+
+
+@pytest.mark.parametrize("build", [_doubling_chain, _nested_chain])
+def test_formula_length_is_linear_in_the_nodes(build):
+    for op_nodes in (8, 14, 26, 300):
+        graph = build(op_nodes)
+        assert len(graph.formula()) <= 20 * op_nodes
+        again = _reparse(graph)
+        assert again.structural_hash() == graph.structural_hash()
+        assert again.formula() == graph.formula()
+
+
+def test_shared_sub_expressions_are_named_once():
+    assert _doubling_chain(4).formula() == "t1 = (x + x) * (x + x); t2 = t1 + t1; t2 * t2"
+    own_names = "mu = x - batch_mean(x); sd = sqrt(batch_mean(mu * mu) + eps); mu / sd + sd"
+    assert parse_formula(own_names).formula() == own_names
+    proxy_norm = "t1 = (x - group_mean(x)) / group_std(x); a = max(weight * t1 + bias, 0); (a - proxy_mean("
+    assert seed_graph("gn_proxynorm").formula().startswith(proxy_norm)  # y: what docstrings call the output
+
+
+def test_deep_nesting_is_cut_into_statements():
+    """Python's parser reads at most 200 nested parentheses."""
+    statements = _nested_chain(300).formula().split("; ")
+    assert len(statements) > 1 and all(s.count("(") <= MAX_INLINE_DEPTH + 1 for s in statements)
+
+
+def test_graphs_without_sharing_keep_one_expression():
+    """A call on leaves alone is short, so written at each use, as Batch Renorm's batch_std(x)."""
+    graph = seed_graph("batch_renorm_relu")
+    assert "=" not in graph.formula() and graph.formula().count("batch_std(x)") == 2
+
+
+def test_bound_names_stay_clear_of_every_other_name():
+    """A node named after a vector, a hyperparameter, an op or a keyword, or as LayerGraph names
+    nodes, is bound under a fresh name; fresh names skip every name the graph holds."""
+    graph = LayerGraph("names", {"t1": 2.0})
+    scaled = graph.add("mul", graph.add("sigmoid", INPUT, name="s"), graph.hyper("t1"), name="u")
+    total = INPUT
+    for k, name in enumerate(["t2", "eps", "sigmoid", "lambda", "mul_30", "c_9", "t3"]):
+        node = graph.add("add", scaled, graph.const(k), name=name)
+        total = graph.add("add", total, graph.add("mul", node, node))
+    graph.set_output(total)
+    graph.validate()
+    names = [s.split(" = ")[0] for s in graph.formula().split("; ")[:-1]]
+    assert names == ["u", "t2", "t4", "t5", "t6", "t7", "t8", "t3"]
+    assert _reparse(graph).structural_hash() == graph.structural_hash()
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_graphs(max_steps=30))
+def test_formula_round_trip_for_larger_random_graphs(graph):
+    text = graph.formula()
+    again = _reparse(graph)
+    assert again.structural_hash() == graph.structural_hash()
+    assert again.formula() == text
+    assert len(text) <= 60 * len(graph)
+
+
+@pytest.mark.parametrize(
+    "graph",
+    [_doubling_chain(14), _nested_chain(14), _nested_chain(300), _doubling_chain(3000)],
+    ids=["doubling_14", "nested_14", "nested_deep", "doubling_3000"],
+)
+def test_every_saved_graph_loads_back(tmp_path, graph):
+    """The default max_nodes (14) at its worst, deep nesting, and a graph whose formula is too long
+    to parse (saved without one)."""
+    path = save_graph(graph, tmp_path / "g.yaml")
+    assert load_graph(path).structural_hash() == graph.structural_hash()
+    assert ("formula" in graph_to_dict(graph)) == (len(graph.formula()) <= MAX_FORMULA_CHARS)

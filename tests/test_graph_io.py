@@ -207,7 +207,7 @@ def test_python_object_tags_are_refused_not_executed(tmp_path):
 
 
 def test_unreadable_files(tmp_path):
-    with pytest.raises(EvosearchError, match="cannot read graph file"):
+    with pytest.raises(EvosearchError, match="graph file not found"):
         load_graph(tmp_path / "missing.yaml")
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\xff\xfe\x00garbage")

@@ -37,13 +37,21 @@ def test_table_has_a_row_per_source_with_the_verdict(capsys):
     assert "activation_growth: " in rows[1] and "> max_activation_growth 1000" in rows[1]
 
 
+def test_an_inconclusive_probe_is_neither_yes_nor_no(capsys):
+    code, out, _ = run_cli(capsys, "probe", "bn_relu", "--set", "probes.cpu_limit_s=0.000001")
+    row = out.splitlines()[2]
+    assert code == 0 and row.split()[:2] == ["bn_relu", "inconclusive"] and "cpu_limit: " in row
+
+
 def test_json_is_a_list_of_records(capsys):
     code, out, _ = run_cli(capsys, "probe", "evonorm_s0", "x", "--json", "--set", WIDE_LIMIT)
     assert code == 0
     records = json.loads(out)
     assert [r["source"] for r in records] == ["evonorm_s0", "x"]
     for record in records:
-        assert set(record) == {"source", "passed", "reasons", "metrics", "seconds"}
+        assert set(record) == {
+            "source", "passed", "reasons", "metrics", "seconds", "cpu_seconds", "inconclusive",
+        }  # fmt: skip
         assert set(record["metrics"]) == METRICS
         assert record["passed"] == (record["reasons"] == [])
     assert records[0]["passed"] and not records[1]["passed"]

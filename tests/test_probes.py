@@ -8,24 +8,28 @@ import dataclasses
 import math
 import random
 import re
+import time
 
 import pytest
+import torch
+from helpers import busy_core
 from hypothesis import HealthCheck, given, settings
 from random_graphs import random_graphs
+from torch import nn
 
 from evosearch.config import ConfigError, from_dict
 from evosearch.layers.create import resolve_source
-from evosearch.layers.graph import LayerGraph
+from evosearch.layers.graph import INPUT, LayerGraph
 from evosearch.layers.seeds import SEEDS, seed_graph
 from evosearch.probes.screen import PROBES, ProbeConfig, ProbeResult, Thresholds, probe_layer
 from evosearch.search.mutation import SearchSpace, random_graph
 from evosearch.tasks.generated import generate_images
 
-# Default settings and thresholds; only the time limit is wide, so that a busy machine (tests run in
-# parallel with other work) cannot turn a pass into a timeout.
-DEFAULT = ProbeConfig(time_limit=60.0)
+# Default settings, thresholds and budget: the budget counts the probe's own CPU time, so the tests
+# running beside other work cannot turn a pass into anything else.
+DEFAULT = ProbeConfig()
 METRICS = {m for names in PROBES.values() for m in names}
-REASON_KEYS = {*METRICS, "timeout", "error"}
+REASON_KEYS = {*METRICS, "cpu_limit", "timeout", "too_large", "error"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -65,8 +69,8 @@ def test_result_shape(seed_results):
     profile = result.metrics["gradient_profile"]
     assert len(profile) == DEFAULT.plain_depth and profile[0] == result.metrics["gradient_ratio"]
     assert profile[-1] == 1.0
-    assert set(result.to_json()) == {"passed", "reasons", "metrics", "seconds"}
-    assert 0 < result.seconds < DEFAULT.time_limit
+    assert set(result.to_json()) == {"passed", "reasons", "metrics", "seconds", "cpu_seconds", "inconclusive"}
+    assert 0 < result.cpu_seconds < DEFAULT.cpu_limit_s and not result.inconclusive
 
 
 @pytest.mark.parametrize(
@@ -179,7 +183,9 @@ def test_nonfinite_outputs_hash_deterministically():
         ({"batch_size": "big"}, "batch_size must be an integer"),
         ({"thresholds": {"max_stability": "high"}}, "thresholds.max_stability must be a number"),
         ({"resnet_depth": 51}, "resnet_depth must be 6n + 2"),
-        ({"time_limit": 0}, "time_limit > 0"),
+        ({"time_limit": 0}, "time_limit must be > 0 (.inf: no limit), got 0"),
+        ({"cpu_limit_s": -1}, "cpu_limit_s must be > 0 (.inf: no limit), got -1"),
+        ({"max_nodes": 0}, "max_nodes must be at least 1, got 0"),
     ],
 )
 def test_config_errors_name_the_key(data, message):
@@ -193,18 +199,87 @@ def test_thresholds_are_min_or_max_of_a_metric():
         assert bound in ("min", "max") and metric in METRICS
 
 
-def test_a_tiny_time_limit_rejects_with_timeout():
-    result = probe("bn_relu", ProbeConfig(time_limit=1e-4))
-    assert not result.passed and result.reasons == ["timeout: probing took longer than the 0.0001 s limit"]
+def test_a_busy_machine_does_not_turn_a_pass_into_a_reject():
+    """Four busy loops share one core with the probe (~0.35 CPU s at this batch size), which so takes
+    at least five times that on the wall clock: longer than its CPU budget, so a wall-clock limit of
+    that size rejected it (timeout). It passes, within the budget."""
+    config = dataclasses.replace(DEFAULT, batch_size=32, cpu_limit_s=1.0)
+    with busy_core(loops=4):
+        result = probe("evonorm_s0", config)
+    assert result.passed, result.reasons
+    assert result.cpu_seconds < config.cpu_limit_s < result.seconds
 
 
-def test_a_slow_layer_is_stopped_by_the_time_limit():
-    """Proxy Norm over 400,000 proxy samples takes ~25 s to probe; the limit stops it after one slot."""
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        ({"cpu_limit_s": 1e-4}, "cpu_limit: probing needed more than the 0.0001 CPU s limit"),
+        ({"time_limit": 1e-4}, "timeout: probing took longer than the 0.0001 s wall-clock limit"),
+    ],
+)
+def test_a_probe_out_of_budget_is_inconclusive_not_a_reject(limits, reason):
+    result = probe("bn_relu", dataclasses.replace(DEFAULT, **limits))
+    assert result.inconclusive and not result.passed and result.reasons == [reason]
+
+
+def test_a_slow_layer_is_stopped_by_the_cpu_budget():
+    """Proxy Norm over 65,536 proxy samples (the most a graph may ask) takes ~2 CPU s to probe; the
+    budget stops it a slot call after 0.5."""
     graph = seed_graph("gn_proxynorm")
-    graph.hyperparameters["proxy_samples"] = 400_000
-    result = probe_layer(graph, ProbeConfig(time_limit=0.5))
-    assert reason_keys(result) == {"timeout"}
-    assert result.seconds < 10
+    graph.hyperparameters["proxy_samples"] = 65_536
+    result = probe_layer(graph, dataclasses.replace(DEFAULT, cpu_limit_s=0.5))
+    assert result.inconclusive and reason_keys(result) == {"cpu_limit"}
+    assert result.cpu_seconds < 1.5
+
+
+def test_a_limit_that_is_not_a_number_is_refused():
+    with pytest.raises(ValueError, match=re.escape("cpu_limit_s must be > 0 (.inf: no limit), got nan")):
+        ProbeConfig(cpu_limit_s=math.nan)
+
+
+def test_a_graph_too_large_to_probe_is_refused_by_size_before_compiling():
+    """Compiling 10,000 nodes alone takes seconds (probing them took 67 s and 3.2 GB): refused in a
+    fraction of that, a true verdict, not an inconclusive one."""
+    graph, node = LayerGraph("chain"), INPUT
+    for _ in range(10_000):
+        node = graph.add("tanh", node)
+    graph.set_output(node)
+    start = time.perf_counter()
+    result = probe_layer(graph, DEFAULT)
+    assert time.perf_counter() - start < 0.5
+    assert result.reasons == ["too_large: 10000 op nodes > max_nodes 200"] and result.metrics == {}
+    assert not result.passed and not result.inconclusive
+
+
+def test_max_nodes_counts_op_nodes():
+    graph = seed_graph("bn_relu")
+    size = len(graph.op_nodes)
+    assert probe_layer(graph, dataclasses.replace(DEFAULT, max_nodes=size)).passed
+    refused = probe_layer(graph, dataclasses.replace(DEFAULT, max_nodes=size - 1))
+    assert refused.reasons == [f"too_large: {size} op nodes > max_nodes {size - 1}"]
+
+
+def test_probing_runs_on_one_thread_and_restores_the_callers_count():
+    """One thread while probing (what the CPU budget counts, the same numbers on any machine), and the
+    caller's thread count back after."""
+    seen: set[int] = set()
+
+    class ThreadCounter(nn.Module):
+        def __init__(self, num_features: int):
+            super().__init__()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.add(torch.get_num_threads())
+            return x
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        probe_layer(ThreadCounter, DEFAULT)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {1}
 
 
 def test_random_graphs_never_raise():

@@ -23,6 +23,7 @@ from evosearch.cli import main
 from evosearch.cli.report_html import collect, spearman
 from evosearch.layers.graph_io import graph_from_dict
 from evosearch.outcomes import Status
+from evosearch.runner.lock import RERANK, RunLock
 from evosearch.runner.run_config import load_tasks
 from evosearch.runner.run_directory import RunDirectory, rank_records
 
@@ -206,3 +207,12 @@ def test_rerank_the_top_layer_and_a_reference(run_dir, capsys):
     saved = json.loads((run_dir / "rerank" / "generated_resnet.json").read_text())
     assert saved["config"]["train"]["steps"] == 2 and saved["config"]["dataset"]["train_size"] == 128
     assert [layer["label"] for layer in saved["layers"]] == [r["label"] for r in data["rows"]]
+
+
+def test_rerank_is_refused_while_another_rerank_holds_the_run(run_dir, capsys):
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    with RunLock(run_dir, RERANK):  # held by this process: a live holder all the same
+        err = cli_error(capsys, "rerank", str(run_dir), "--top", "1", "--seeds", "1", "--quiet")
+        assert sorted(p.name for p in run_dir.rglob("*")) == sorted([*before, "rerank.lock"])  # nothing else
+    assert f"in use by pid {os.getpid()} on host " in err and "rerank.lock" in err
+    assert sorted(p.name for p in run_dir.rglob("*")) == before

@@ -1,11 +1,16 @@
 """A run directory holds what reading it later needs: its resolved tasks and objective names
 (``tasks.yaml``), read by ``report``, ``export RUN``, ``rerank`` and ``--resume`` whatever becomes of
 the task files; runs written before that file existed still read; a checkpoint of an unknown format
-version is refused in one line; exit reasons and statuses keep their spelling on disk.
+version, or a damaged one, is refused in one line; exit reasons and statuses keep their spelling on
+disk. Damage to ``events.jsonl`` loses no record: only a torn last line is cut, other bad lines and
+repeated ids are set aside on resume and skipped, with a warning, by readers; a record is checked
+field by field. A lost or stale checkpoint is refused, or rebuilt from the records on request, and
+no id is ever handed out twice.
 
 Most runs here are written by hand, without Ray, through :class:`RunDirectory` as the driver writes
-them (config, events, best layers, tasks); one real search checks that resuming trains on the stored
-tasks after the task file was edited and renamed.
+them (config, events, best layers, tasks); real searches check that resuming trains on the stored
+tasks after the task file was edited and renamed, and that a run whose checkpoint was deleted resumes
+only when asked to rebuild, with the population it had and no id reused.
 """
 
 from __future__ import annotations
@@ -13,22 +18,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import cli_error, cli_json
+from helpers import cli_error, cli_json, records, write_config
 
 from evosearch.cli import main
+from evosearch.cli.run import resolve_run_config
 from evosearch.config import ConfigError
 from evosearch.errors import EvosearchError
 from evosearch.layers.graph_io import graph_to_dict
 from evosearch.layers.seeds import seed_graph
 from evosearch.outcomes import EVALUATED, ExitReason, Status, candidate_status
-from evosearch.runner.driver import LOOPBACK_ENV
+from evosearch.runner.driver import LOOPBACK_ENV, SearchDriver
+from evosearch.runner.progress import Progress
 from evosearch.runner.rerank import resolve_tasks
 from evosearch.runner.run_config import load_run_config, load_tasks
-from evosearch.runner.run_directory import CHECKPOINT_VERSION, CandidateRecord, RunDirectory
+from evosearch.runner.run_directory import CHECKPOINT_VERSION, CandidateRecord, RecordError, RunDirectory
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 
@@ -180,21 +188,49 @@ def test_report_reads_only_the_names_and_rerank_checks_the_tasks(tmp_path, capsy
 # ---- checkpoint ---------------------------------------------------------------------------------
 
 
+SEARCH_STATE = {"next_id": 4, "rng": [3, [0] * 625, None], "pending": [], "population": []}
+CHECKPOINT = {"algorithm": "evolution", "searcher": SEARCH_STATE, "elapsed_s": 1.5}
+
+
 def test_a_checkpoint_carries_its_version_and_an_unknown_one_is_refused(tmp_path, capsys):
     run = RunDirectory(write_run(tmp_path))
-    run.save_checkpoint({"elapsed_s": 1.5})
+    run.save_checkpoint(CHECKPOINT)
     assert json.loads(run.checkpoint_path.read_text())["version"] == CHECKPOINT_VERSION
-    assert run.load_checkpoint() == {"version": CHECKPOINT_VERSION, "elapsed_s": 1.5}
-    for state in ({"version": CHECKPOINT_VERSION + 1, "elapsed_s": 1.5}, {"elapsed_s": 1.5}, [1]):
+    assert run.load_checkpoint() == {"version": CHECKPOINT_VERSION, **CHECKPOINT}
+    for state in ({**CHECKPOINT, "version": CHECKPOINT_VERSION + 1}, CHECKPOINT, [1]):
         run.checkpoint_path.write_text(json.dumps(state))
         with pytest.raises(EvosearchError, match=r"checkpoint version .* is not one this evosearch reads"):
             run.load_checkpoint()
-    run.checkpoint_path.write_text(json.dumps({"version": 1, "evolution": {}}))
+    run.checkpoint_path.write_text(json.dumps({"version": 1, "evolution": SEARCH_STATE, "elapsed_s": 0}))
     assert run.load_checkpoint()["version"] == 1  # the layout before search.algorithm, still read
     run.checkpoint_path.write_text(json.dumps({"version": 99}))
     refused = "checkpoint version 99 is not one this evosearch reads (1, 2)"
     assert refused in cli_error(capsys, "report", str(run.path))
     assert refused in cli_error(capsys, "run", str(run.path), "--resume", "--quiet")
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "{not json",
+        "[" * 100_000,
+        {"version": 2},
+        {**CHECKPOINT, "searcher": {}},
+        {**CHECKPOINT, "searcher": []},
+        {**CHECKPOINT, "searcher": {**SEARCH_STATE, "next_id": "5"}},
+        {**CHECKPOINT, "searcher": {**SEARCH_STATE, "pending": None}},
+        {**CHECKPOINT, "elapsed_s": None},
+        {**CHECKPOINT, "searcher": {**SEARCH_STATE, "population": [{"id": [1], "scores": [0.5]}]}},
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_that_names_the_way_out(tmp_path, capsys, state):
+    run = RunDirectory(write_run(tmp_path))
+    run.checkpoint_path.write_text(state if isinstance(state, str) else json.dumps({"version": 2, **state}))
+    before = run.checkpoint_path.read_bytes()
+    for command in (["report", str(run.path)], ["run", str(run.path), "--resume", "--quiet"]):
+        err = cli_error(capsys, *command)
+        assert "checkpoint.json" in err and "--rebuild-checkpoint" in err and len(err) < 400
+    assert run.checkpoint_path.read_bytes() == before
 
 
 # ---- outcomes -----------------------------------------------------------------------------------
@@ -205,7 +241,9 @@ def test_exit_reasons_and_statuses_keep_their_spelling_on_disk():
         "completed", "time_limit", "quality_hurdle", "non_finite_loss", "error",
         "timeout", "cancelled", "out_of_memory", "worker_crashed", "device_error",
     ]  # fmt: skip
-    assert [str(s) for s in Status] == ["trained", "hurdle", "failed", "rejected", "duplicate", "equivalent"]
+    assert [str(s) for s in Status] == [
+        "trained", "hurdle", "failed", "rejected", "duplicate", "equivalent", "inconclusive",
+    ]  # fmt: skip
     assert f"{Status.HURDLE}: {ExitReason.TIME_LIMIT}" == "hurdle: time_limit"
 
 
@@ -245,3 +283,190 @@ def test_resume_trains_on_the_stored_tasks_after_the_task_file_changed(tmp_path)
     completed = [r.tasks[0] for r in evaluated if r.tasks[0]["exit_reason"] == "completed"]
     assert completed and all(task["steps"] == 4 for task in completed)  # not the edited file's 7
     assert run.tasks_path.read_text() == stored
+
+
+# ---- damaged events.jsonl -----------------------------------------------------------------------
+
+DAMAGE = {
+    "garbage": b"\x00\xffnot json at all\n",
+    "blank": b"\n",
+    "truncated JSON": b'{"id": 9, "status": "trai\n',
+    "a string id": None,  # a copy of record 1 with "id": "../../victim"
+    "not an object": b"[1, 2, 3]\n",
+    "nested 100,000 deep": b"[" * 100_000 + b"\n",
+}
+
+
+def damage_line(run: RunDirectory, kind: str) -> bytes:
+    """The line ``kind`` names: bytes that are no record, or a record of the wrong types."""
+    if DAMAGE[kind] is not None:
+        return DAMAGE[kind]
+    record = json.loads(run.events_path.read_text().splitlines()[1])
+    return json.dumps({**record, "id": "../../victim"}).encode() + b"\n"
+
+
+def insert_after_first_line(run: RunDirectory, line: bytes) -> list[bytes]:
+    """``line`` inserted into ``events.jsonl`` after its first record; the intact lines, in order."""
+    intact = run.events_path.read_bytes().splitlines(keepends=True)
+    run.events_path.write_bytes(b"".join([intact[0], line, *intact[1:]]))
+    return intact
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_a_damaged_line_mid_log_loses_no_record_on_resume_and_is_set_aside(tmp_path, kind):
+    run = RunDirectory(write_run(tmp_path))
+    bad = damage_line(run, kind)
+    intact = insert_after_first_line(run, bad)
+    said: list[str] = []
+    records = run.read_events(repair=True, log=said.append)
+    assert [r.id for r in records] == [0, 1, 2, 3]  # every intact record, the ones after the damage too
+    assert run.events_path.read_bytes() == b"".join(intact)
+    corrupt = (run.path / "events.jsonl.corrupt").read_bytes()
+    assert b"line 2 (" in corrupt and corrupt.endswith(bad)  # its line number, its bytes as they were
+    assert len(said) == 1 and "set aside 1 damaged line" in said[0] and "events.jsonl.corrupt" in said[0]
+    said.clear()
+    assert [r.id for r in run.read_events(repair=True, log=said.append)] == [0, 1, 2, 3] and not said
+    assert (run.path / "events.jsonl.corrupt").read_bytes() == corrupt  # set aside once, never deleted
+
+
+def test_report_and_export_read_past_a_damaged_line_and_say_so(tmp_path, capsys):
+    run = RunDirectory(write_run(tmp_path))
+    before = readings(capsys, run.path, tmp_path / "out")
+    insert_after_first_line(run, b"\n")
+    code = main(["report", str(run.path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["candidates"] == 4
+    assert captured.err.count("\n") == 1 and "warning: " in captured.err and "line 2" in captured.err
+    after = readings(capsys, run.path, tmp_path / "out")
+    assert after["report"] == before["report"] and after["export"] == before["export"]
+    assert not (run.path / "events.jsonl.corrupt").exists()  # reading never writes
+
+
+def test_only_a_torn_last_line_is_cut_and_a_complete_one_is_kept(tmp_path):
+    run = RunDirectory(write_run(tmp_path))
+    intact = run.events_path.read_bytes()
+    run.events_path.write_bytes(intact + b'{"id": 4, "status": "tra')  # a crash mid-write
+    said: list[str] = []
+    assert len(run.read_events(log=said.append)) == 4 and not said  # normal after a crash: no warning
+    assert len(run.read_events(repair=True, log=said.append)) == 4
+    assert run.events_path.read_bytes() == intact and not (run.path / "events.jsonl.corrupt").exists()
+    run.events_path.write_bytes(intact[:-1])  # the last record whole, only its newline missing
+    assert [r.id for r in run.read_events(repair=True)] == [0, 1, 2, 3]
+    assert run.events_path.read_bytes() == intact
+
+
+def test_what_editors_do_to_a_log_is_read_and_a_log_that_is_no_file_is_one_line(tmp_path, capsys):
+    run = RunDirectory(write_run(tmp_path))
+    lines = run.events_path.read_bytes().splitlines(keepends=True)
+    run.events_path.write_bytes(b"\xef\xbb\xbf" + b"".join(line.replace(b"\n", b"\r\n") for line in lines))
+    assert [r.id for r in run.read_events(log=pytest.fail)] == [0, 1, 2, 3]  # a byte order mark, CRLF
+    run.events_path.unlink()
+    run.events_path.mkdir()
+    assert "events.jsonl is not a file" in cli_error(capsys, "report", str(run.path))
+
+
+def test_a_repeated_id_keeps_the_first_record_and_sets_the_repeat_aside(tmp_path):
+    run = RunDirectory(write_run(tmp_path))
+    lines = run.events_path.read_bytes().splitlines(keepends=True)
+    repeat = json.dumps({**json.loads(lines[2]), "formula": "x"}).encode() + b"\n"
+    run.events_path.write_bytes(b"".join([*lines, repeat]))
+    said: list[str] = []
+    records = run.read_events(repair=True, log=said.append)
+    assert [r.id for r in records] == [0, 1, 2, 3] and records[2].formula != "x"
+    assert run.events_path.read_bytes() == b"".join(lines)
+    assert (run.path / "events.jsonl.corrupt").read_bytes().endswith(repeat)
+    assert "(line 5: repeats id 2, whose first record is kept)" in said[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"id": "3"}, "id must be int"),
+        ({"id": True}, "id must be int"),
+        ({"id": 3.0}, "id must be int"),
+        ({"parent": "0"}, "parent must be int | None"),
+        ({"status": "bogus"}, "status must be one of trained, hurdle"),
+        ({"scores": ["high"]}, "scores must be list[float] | None"),
+        ({"reasons": "one"}, "reasons must be list[str]"),
+        ({"graph": None}, "graph must be dict[str, Any]"),
+        ({"extra": 1}, "unknown key extra"),
+        ({"x" * 10_000: 1}, "unknown key xxxxxxxx"),
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_refused_by_one_rule(change, message):
+    data = seed_record(0, "bn_relu", [0.5], ["tiny_task"]).to_json()
+    with pytest.raises(RecordError, match=f"^{re.escape(message)}") as refused:
+        CandidateRecord.from_json({**data, **change})
+    assert len(str(refused.value)) < 200  # never the whole value
+    del data["formula"]
+    with pytest.raises(RecordError, match=r"^missing key formula$"):
+        CandidateRecord.from_json(data)
+    with pytest.raises(RecordError, match=r"^not a JSON object"):
+        CandidateRecord.from_json([data])
+
+
+def driver_for(run_dir: Path) -> SearchDriver:
+    """The driver a resume of ``run_dir`` builds, before Ray starts (restoring needs none)."""
+    config = resolve_run_config(str(run_dir), [], resume=True)
+    return SearchDriver(config, *RunDirectory(run_dir).read_tasks(), Progress(enabled=False))
+
+
+def rebuilt_searcher_state(run_dir: Path) -> dict:
+    """The searcher's state a resume with ``--rebuild-checkpoint`` rebuilds from the run's records."""
+    driver = driver_for(run_dir)
+    driver.restore(rebuild=True)
+    return driver.algorithm.state_dict()
+
+
+def test_a_rebuild_replays_the_records_and_keeps_the_old_checkpoint(tmp_path):
+    run = RunDirectory(write_run(tmp_path))
+    run.checkpoint_path.write_text("{not json")
+    state = rebuilt_searcher_state(run.path)
+    population = [(m["id"], m["scores"]) for m in state["population"]]
+    assert population == [(0, [0.5]), (1, [0.4]), (2, [0.6])]  # the trained ones, in order; no reject
+    assert state["next_id"] == 4 and state["pending"] == []
+    (aside,) = run.path.glob("checkpoint.json.*")
+    assert aside.read_text() == "{not json" and json.loads(run.checkpoint_path.read_text())["version"] == 2
+
+
+def test_a_checkpoint_the_algorithm_cannot_load_is_one_line_too(tmp_path):
+    run = RunDirectory(write_run(tmp_path))
+    run.save_checkpoint({**CHECKPOINT, "searcher": {**SEARCH_STATE, "rng": "lost"}})
+    expected = r"holds no evolution state this evosearch reads \(ValueError: .*--rebuild-checkpoint"
+    with pytest.raises(EvosearchError, match=expected):
+        driver_for(run.path).restore()
+
+
+def test_a_lost_checkpoint_is_refused_or_rebuilt_from_the_records_and_no_id_is_reused(tmp_path, capsys):
+    assert main(["run", str(write_config(tmp_path, "lost", evaluations=3)), "--quiet"]) == 0
+    run = RunDirectory(tmp_path / "runs" / "lost")
+    saved = json.loads(run.checkpoint_path.read_text())
+    first = run.events_path.read_bytes()
+    run.checkpoint_path.unlink()
+
+    resume = ["run", str(run.path), "--resume", "--quiet", "--set", "search.max_evaluations=5"]
+    err = cli_error(capsys, *resume)
+    assert "checkpoint.json is missing" in err and "--rebuild-checkpoint" in err
+    assert run.events_path.read_bytes() == first and not run.checkpoint_path.exists()  # nothing written
+
+    copy = tmp_path / "copy" / "lost"
+    copy.parent.mkdir()
+    copy.mkdir()
+    for name in ("config.yaml", "tasks.yaml", "events.jsonl"):
+        (copy / name).write_bytes((run.path / name).read_bytes())
+    rebuilt = rebuilt_searcher_state(copy)
+    assert rebuilt["population"] == saved["searcher"]["population"]  # the same members, in the same order
+    assert rebuilt["next_id"] == saved["searcher"]["next_id"] and rebuilt["pending"] == []
+
+    assert main([*resume, "--rebuild-checkpoint"]) == 0
+    after = records(run.path)
+    assert run.events_path.read_bytes().startswith(first)  # every record intact
+    ids, done = [e["id"] for e in after], first.count(b"\n")
+    assert len(ids) > done and min(ids[done:]) == done  # the numbering goes on after the records
+    assert sorted(ids) == list(range(len(ids)))  # no id reused
+    assert all(e["same_as"] != e["id"] for e in after)
+    assert sum(e["status"] in ("trained", "hurdle", "failed") for e in after) == 5
+
+    run.checkpoint_path.write_text(json.dumps(saved))  # a checkpoint older than the records
+    err = cli_error(capsys, *resume)
+    assert "checkpoint.json is older than" in err and "--rebuild-checkpoint" in err

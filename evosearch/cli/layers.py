@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from evosearch.cli.options import SOURCE_HELP
@@ -54,6 +55,8 @@ def seeds(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
+    if args.num_features < 1:
+        raise EvosearchError(f"--num-features must be at least 1, got {args.num_features}")
     graph = resolve_source(args.source)
     per_channel = len(graph.vectors) + (2 if graph.final_affine else 0)
     emit(
@@ -106,7 +109,7 @@ def export_run(args: argparse.Namespace) -> int:
     if not records:
         raise EvosearchError(f"{run.path}: no trained candidate yet")
     stems = export_records(
-        records, args.out, objectives, title=f"Top {len(records)} layers of {run.path.name}"
+        records, output_directory(args.out), objectives, title=f"Top {len(records)} layers of {run.path.name}"
     )
     rows = [
         {
@@ -121,3 +124,15 @@ def export_run(args: argparse.Namespace) -> int:
     ]
     emit(rows, as_json=args.json, columns=["rank", "id", *objectives, "module", "formula"])
     return 0
+
+
+def output_directory(out: Path) -> Path:
+    """``--out`` for a run's layers: a directory, made where missing; one clear line, before any file
+    is written, where that cannot be (a file there, a folder that cannot be written)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EvosearchError(f"--out {out}: cannot make a directory there ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise EvosearchError(f"--out {out}: the directory cannot be written")
+    return out

@@ -9,16 +9,26 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from evosearch import __version__
 from evosearch.cli import data, layers, probe, report, run, train
-from evosearch.errors import EvosearchError, one_line
+from evosearch.errors import EvosearchError, one_line, shorten
+from evosearch.text import printable
 
 COMMAND_GROUPS = (layers, data, probe, train, run, report)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors quote the bad argument shortened and escaped: an
+    argument may be 5,000 digits or hold terminal escapes."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(printable(shorten(message, 300)))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="evosearch",
         description="Evolutionary search for normalization-activation layers.",
     )
@@ -37,7 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvosearchError as e:
         if debug:
             raise
-        print(f"evosearch: error: {one_line(e)}", file=sys.stderr)
+        print(f"evosearch: error: {printable(one_line(e))}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the file system's answer (full, read-only, not a directory): the user's to act on
+        if debug:
+            raise
+        print(f"evosearch: error: {printable(os_error_line(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("evosearch: interrupted", file=sys.stderr)
@@ -46,8 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(
-            f"evosearch: internal error: {type(e).__name__}: {one_line(e)} "
+            f"evosearch: internal error: {type(e).__name__}: {printable(one_line(e))} "
             "(set EVOSEARCH_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return 2
+
+
+def os_error_line(error: OSError) -> str:
+    """What failed on which file: the target of a rename (``os.replace``) rather than its temporary
+    source, which is all an atomic write shows otherwise."""
+    path = error.filename2 if error.filename2 is not None else error.filename
+    reason = error.strerror or one_line(error)
+    return f"{reason}: {shorten(str(path), 200)}" if path is not None else reason

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from evosearch.text import format_value, table
+from evosearch.text import format_value, printable, table
 
 
 def emit(data: Any, *, as_json: bool, columns: Sequence[str] | None = None, stream: TextIO | None = None):
@@ -20,9 +20,10 @@ def emit(data: Any, *, as_json: bool, columns: Sequence[str] | None = None, stre
     if as_json:
         stream.write(json.dumps(data, indent=2, default=str, allow_nan=True) + "\n")
     elif isinstance(data, Mapping):
-        width = max((len(str(k)) for k in data), default=0)
-        for key, value in data.items():
-            stream.write(f"{str(key) + ':':<{width + 1}} {format_value(value)}\n")
+        keys = [printable(str(k)) for k in data]
+        width = max((len(k) for k in keys), default=0)
+        for key, value in zip(keys, data.values(), strict=True):
+            stream.write(f"{key + ':':<{width + 1}} {format_value(value)}\n")
     else:
         stream.write(table(list(data), columns) + "\n")
     stream.flush()

@@ -63,7 +63,7 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     return {
         **record["metrics"],
         "source": source_label(record["source"]),
-        "passed": record["passed"],
+        "passed": "inconclusive" if record["inconclusive"] else record["passed"],  # not a "no"
         "seconds": record["seconds"],
         "reasons": "; ".join(record["reasons"]),
     }

@@ -18,8 +18,10 @@ import base64
 import html
 import io
 import math
+import string
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from evosearch.errors import EvosearchError
-from evosearch.files import atomic_write_text
+from evosearch.files import atomic_write_bytes, atomic_write_text, child_path
 from evosearch.outcomes import EVALUATED, SCORED, Status
 from evosearch.runner.run_directory import (
     CandidateRecord,
@@ -133,7 +135,7 @@ def collect(path: str | Path, top: int = 10) -> RunReport:
         statuses=dict(Counter(r.status.value for r in records)),
         best=_best_curves(records, objectives),
         seeds=[
-            SeedScore(r.graph["name"], r.id, list(r.scores))
+            SeedScore(layer_name(r), r.id, list(r.scores))
             for r in records
             if r.origin == "seed" and r.status is Status.TRAINED and r.scores
         ],
@@ -181,9 +183,18 @@ def _best_curves(records: list[CandidateRecord], objectives: list[str]) -> dict[
     return curves
 
 
+def layer_name(record: CandidateRecord) -> str:
+    """The name of the record's layer; "layer" (a graph file's default) where its graph has no name,
+    or something else than text there: a report shows what it can of a damaged record."""
+    name = record.graph.get("name")
+    return name if isinstance(name, str) else "layer"
+
+
 def probe_metrics(record: CandidateRecord) -> dict[str, float]:
     """The record's scalar probe metrics (numbers, not flags, profiles or the fingerprint)."""
-    metrics = (record.probe or {}).get("metrics", {})
+    metrics = (record.probe or {}).get("metrics")
+    if not isinstance(metrics, dict):  # a record is read as its types say; a probe's content is free
+        return {}
     return {
         k: float(v)
         for k, v in metrics.items()
@@ -210,7 +221,7 @@ def _top_rows(records: list[CandidateRecord], objectives: list[str], top: int) -
         TopRow(
             rank=rank,
             id=r.id,
-            name=r.graph["name"],
+            name=layer_name(r),
             origin=r.origin,
             status=r.status.value,
             on_front=r.id in front_ids,
@@ -246,6 +257,12 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 # ---- plots --------------------------------------------------------------------------------------
 
 
+def _plain(text: str) -> str:
+    """``text`` (a name from the run) as matplotlib shows it, character for character: between two
+    ``$`` it would parse mathtext, and fail to draw the figure where that does not parse."""
+    return text.replace("$", r"\$")
+
+
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -271,13 +288,15 @@ def plot_best(report: RunReport) -> bytes:
         steps = [(i + 1, v) for i, v in enumerate(curve) if v is not None]
         if not steps:
             _no_data(axes, "no completed training yet")
-            axes.set_title(name)
+            axes.set_title(_plain(name))
             continue
         xs, ys = zip(*steps, strict=True)
         axes.step([*xs, len(curve)], [*ys, ys[-1]], where="post", color="C0", label="best so far")
         for j, seed in enumerate(report.seeds):
-            axes.axhline(seed.scores[k], color=f"C{j + 1}", linestyle="--", linewidth=1, label=seed.name)
-        axes.set_title(name)
+            axes.axhline(
+                seed.scores[k], color=f"C{j + 1}", linestyle="--", linewidth=1, label=_plain(seed.name)
+            )
+        axes.set_title(_plain(name))
         axes.set_xlabel("evaluations")
         _integer_x(axes)
         axes.set_ylabel("top-1 accuracy")
@@ -297,14 +316,14 @@ def plot_pareto(report: RunReport) -> bytes:
         return _png(figure)
     if len(report.objectives) >= 2:
         xs, ys = [p.scores[0] for p in points], [p.scores[1] for p in points]
-        axes.set_xlabel(report.objectives[0])
-        axes.set_ylabel(report.objectives[1])
+        axes.set_xlabel(_plain(report.objectives[0]))
+        axes.set_ylabel(_plain(report.objectives[1]))
     else:
         points = sorted(points, key=lambda p: -p.scores[0])
         xs, ys = list(range(1, len(points) + 1)), [p.scores[0] for p in points]
         axes.set_xlabel("rank in the population")
         _integer_x(axes)
-        axes.set_ylabel(report.objectives[0])
+        axes.set_ylabel(_plain(report.objectives[0]))
     colors = ["C3" if p.on_front else "C7" for p in points]
     axes.scatter(xs, ys, c=colors, s=28)
     for x, y, p in zip(xs, ys, points, strict=True):
@@ -324,7 +343,10 @@ def plot_rejections(report: RunReport) -> bytes:
     for reason in report.rejections:
         xs = [i + 1 for i, r in report.rejection_events if r == reason]
         axes.step(
-            [0, *xs, report.candidates], [0, *range(1, len(xs) + 1), len(xs)], where="post", label=reason
+            [0, *xs, report.candidates],
+            [0, *range(1, len(xs) + 1), len(xs)],
+            where="post",
+            label=_plain(reason),
         )
     axes.set_xlabel("candidates finished")
     _integer_x(axes)
@@ -350,13 +372,21 @@ def plot_probes(report: RunReport) -> bytes:
         if min(xs) > 0 and max(xs) / min(xs) > 100:
             axes.set_xscale("log")
         rho = "n/a" if correlation.spearman is None else f"{correlation.spearman:+.2f}"
-        axes.set_title(f"{correlation.metric}: ρ = {rho} (n = {correlation.n})", fontsize=10)
+        axes.set_title(f"{_plain(correlation.metric)}: ρ = {rho} (n = {correlation.n})", fontsize=10)
         axes.set_ylabel("proxy accuracy")
     figure.tight_layout()
     return _png(figure)
 
 
+PLOTS = {"best": plot_best, "pareto": plot_pareto, "rejections": plot_rejections, "probes": plot_probes}
+
+
 # ---- HTML ---------------------------------------------------------------------------------------
+#
+# Every value from a run (names, formulas, origins, the run's own path) is text that may hold HTML:
+# a record can say anything. The page is therefore built only through :func:`fill`, which escapes
+# each value it inserts unless the value is :class:`Markup` this module built, so that forgetting to
+# escape cannot happen; the templates are constants of this module.
 
 _CSS = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
@@ -366,80 +396,111 @@ code { font-size: 0.95em; }
 img { max-width: 100%; display: block; margin: 1em 0; }
 """
 
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>evosearch report: $name</title>
+<style>$css</style></head><body>
+<h1>Run $name</h1>
+<p>$run_dir, read $generated_at.</p>
+$summary
+<h2>Best accuracy per objective</h2>
+<p>The best completed training after each evaluation; dashed lines: the seed layers.</p>
+$best_plot
+<h2>Pareto front of the last population</h2>
+$pareto_plot
+<h2>Rejections by reason</h2>
+$rejections_plot
+<h2>Do the at-initialization probes predict trained quality?</h2>
+<p>Each probe metric against the mean proxy accuracy of the trained candidates.</p>
+$correlations
+$probes_plot
+<h2>Top $count layers</h2>
+<p>The Pareto front first (by mean score), then the others by mean score.</p>
+$top
+</body></html>
+"""
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+
+class Markup(str):
+    """HTML this module built from its templates: :func:`fill` inserts it as it is."""
+
+
+def escape(value: object) -> Markup:
+    """``value`` as HTML: its text with ``&<>"'`` escaped (safe in an element and in a quoted
+    attribute), or itself where it is :class:`Markup` already."""
+    return value if isinstance(value, Markup) else Markup(html.escape(str(value), quote=True))
+
+
+def fill(template: str, **values: object) -> Markup:
+    """``template`` (a ``string.Template`` of this module) with each ``$name`` replaced by its value,
+    escaped by :func:`escape`."""
+    return Markup(string.Template(template).substitute({k: escape(v) for k, v in values.items()}))
+
+
+def join(parts: Iterable[object]) -> Markup:
+    """``parts`` one after the other, each escaped by :func:`escape`."""
+    return Markup("".join(escape(part) for part in parts))
+
+
+def _table(header: list[object], rows: list[list[object]]) -> Markup:
+    head = join(fill("<th>$cell</th>", cell=cell) for cell in header)
+    body = join(
+        fill("<tr>$cells</tr>", cells=join(fill("<td>$cell</td>", cell=c) for c in row)) for row in rows
+    )
+    return fill("<table><tr>$head</tr>$body</table>", head=head, body=body)
 
 
 def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
 
 
+def _image(name: str, png: bytes) -> Markup:
+    return fill(
+        '<img alt="$name" src="data:image/png;base64,$data">', name=name, data=base64.b64encode(png).decode()
+    )
+
+
 def render_html(report: RunReport, images: dict[str, bytes]) -> str:
     """One page, the images inline: nothing it shows lives outside the file."""
-    e = html.escape
     budget = f" of {report.budget}" if report.budget else ""
     pending = "no checkpoint" if report.pending is None else f"{report.pending} in flight at the checkpoint"
+    statuses = ", ".join(f"{k} {v}" for k, v in report.statuses.items()) or "none"
     summary = _table(
         ["candidates", "evaluations", "statuses", "state"],
-        [
-            [
-                str(report.candidates),
-                f"{report.evaluations}{budget}",
-                e(", ".join(f"{k} {v}" for k, v in report.statuses.items()) or "none"),
-                e(pending),
-            ]
-        ],
+        [[report.candidates, f"{report.evaluations}{budget}", statuses, pending]],
     )
     correlations = _table(
         ["probe metric", "Spearman ρ vs. proxy accuracy", "n"],
-        [[e(c.metric), _number(c.spearman), str(c.n)] for c in report.probes],
+        [[c.metric, _number(c.spearman), c.n] for c in report.probes],
     )
     metrics = sorted({m for row in report.top for m in row.probe})
     top = _table(
         ["rank", "id", "layer", "origin", "front", *report.objectives, *metrics, "formula"],
         [
             [
-                str(r.rank),
-                str(r.id),
-                e(r.name),
-                e(r.origin),
+                r.rank,
+                r.id,
+                r.name,
+                r.origin,
                 "yes" if r.on_front else "",
                 *(_number(r.scores.get(o)) for o in report.objectives),
                 *(_number(r.probe.get(m)) for m in metrics),
-                f"<code>{e(r.formula)}</code>",
+                fill("<code>$formula</code>", formula=r.formula),
             ]
             for r in report.top
         ],
     )
-    figures = {
-        name: f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-        for name, data in images.items()
-    }
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>evosearch report: {e(report.name)}</title>
-<style>{_CSS}</style></head><body>
-<h1>Run {e(report.name)}</h1>
-<p>{e(report.run_dir)}, read {e(report.generated_at)}.</p>
-{summary}
-<h2>Best accuracy per objective</h2>
-<p>The best completed training after each evaluation; dashed lines: the seed layers.</p>
-{figures["best"]}
-<h2>Pareto front of the last population</h2>
-{figures["pareto"]}
-<h2>Rejections by reason</h2>
-{figures["rejections"]}
-<h2>Do the at-initialization probes predict trained quality?</h2>
-<p>Each probe metric against the mean proxy accuracy of the trained candidates.</p>
-{correlations}
-{figures["probes"]}
-<h2>Top {len(report.top)} layers</h2>
-<p>The Pareto front first (by mean score), then the others by mean score.</p>
-{top}
-</body></html>
-"""
+    return fill(
+        _PAGE,
+        css=Markup(_CSS),
+        name=report.name,
+        run_dir=report.run_dir,
+        generated_at=report.generated_at,
+        summary=summary,
+        correlations=correlations,
+        count=len(report.top),
+        top=top,
+        **{f"{name}_plot": _image(name, png) for name, png in images.items()},
+    )
 
 
 # ---- writing ------------------------------------------------------------------------------------
@@ -453,19 +514,15 @@ class WrittenReport:
 
 
 def write_report(path: str | Path, top: int = 10) -> WrittenReport:
-    """Collect the run's numbers, write ``plots/*.png`` and ``report.html`` into the run."""
+    """Collect the run's numbers, write ``plots/*.png`` and ``report.html`` into the run. A run
+    directory from elsewhere may hold links out of it: every path is checked (:func:`child_path`)
+    before the plots are drawn, and each file is replaced atomically."""
     report = collect(path, top)
-    images = {
-        "best": plot_best(report),
-        "pareto": plot_pareto(report),
-        "rejections": plot_rejections(report),
-        "probes": plot_probes(report),
-    }
-    plots_dir = Path(path) / PLOTS_DIR
-    plots_dir.mkdir(exist_ok=True)
-    plots = {}
-    for name, data in images.items():
-        plots[name] = plots_dir / f"{name}.png"
-        plots[name].write_bytes(data)
-    page = atomic_write_text(Path(path) / REPORT_FILE, render_html(report, images))
+    page = child_path(path, REPORT_FILE)
+    plots_dir = child_path(path, PLOTS_DIR)
+    plots = {name: child_path(plots_dir, f"{name}.png") for name in PLOTS}
+    images = {name: draw(report) for name, draw in PLOTS.items()}
+    for name, png in images.items():
+        atomic_write_bytes(plots[name], png)
+    atomic_write_text(page, render_html(report, images))
     return WrittenReport(report, page, plots)

@@ -12,7 +12,7 @@ from evosearch.cli.options import add_set_option
 from evosearch.cli.output import emit
 from evosearch.config import from_dict, merge, parse_overrides, to_dict
 from evosearch.errors import EvosearchError
-from evosearch.runner.run_config import RunConfig, load_run_config, run_config_names
+from evosearch.runner.run_config import RunConfig, load_run_config, load_tasks, run_config_names
 from evosearch.runner.run_directory import RunDirectory
 
 INTERRUPTED = 130
@@ -31,6 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_set_option(p, "search.max_evaluations=50")
     p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
     p.add_argument("--force", action="store_true", help="resume even though the config changed")
+    p.add_argument(
+        "--rebuild-checkpoint",
+        action="store_true",
+        help="resume without RUN/checkpoint.json (missing, unreadable or older than the records): rebuild "
+        "the search state from the records; the random generator starts again",
+    )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     p.add_argument("--top", type=int, default=10, help="rows of the final summary table")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -47,7 +53,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def show_config(args: argparse.Namespace) -> int:
-    config = to_dict(load_run_config(args.config, args.set))
+    """The resolved config, checked as ``run`` checks it (its task files too), so what this prints
+    is what ``run`` accepts."""
+    config = load_run_config(args.config, args.set)
+    load_tasks(config)
+    config = to_dict(config)
     if args.json:
         emit(config, as_json=True)
     else:
@@ -73,10 +83,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top < 0:
         raise EvosearchError("--top must be >= 0")
+    if args.rebuild_checkpoint and not args.resume:
+        raise EvosearchError("--rebuild-checkpoint applies to a resume: add --resume")
     overrides = list(args.set) + ([f"resources.address={args.address}"] if args.address else [])
     config = resolve_run_config(args.config, overrides, args.resume)
     summary = run_search(
-        config, resume=args.resume, force=args.force, progress=Progress(enabled=not args.quiet)
+        config,
+        resume=args.resume,
+        force=args.force,
+        rebuild_checkpoint=args.rebuild_checkpoint,
+        progress=Progress(enabled=not args.quiet),
     )
     rows = [
         {

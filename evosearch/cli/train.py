@@ -12,7 +12,7 @@ from evosearch.errors import EvosearchError, one_line
 from evosearch.layers.create import resolve_source
 from evosearch.tasks.specs import DEFAULT_TASK, load_task, task_names
 from evosearch.tasks.train import DEVICE_FAULTS, resolve_device, train_candidate
-from evosearch.text import format_value
+from evosearch.text import format_value, printable
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +32,8 @@ def train(args: argparse.Namespace) -> int:
     task = load_task(args.task, args.set)
     graph = resolve_source(args.source)
     device = resolve_device(task.train.device)
-    print(f"training {graph.name} on {task.name} ({task.train.steps} steps, {device})", file=sys.stderr)
+    what = printable(f"training {graph.name} on {task.name}")
+    print(f"{what} ({task.train.steps} steps, {device})", file=sys.stderr)
     try:
         record = train_candidate(graph, task).to_json()
     except DEVICE_FAULTS as e:  # the device's doing, not the layer's: a search would retry it elsewhere

@@ -6,8 +6,8 @@
 - :mod:`.codegen`: graph to ``nn.Module`` source (the compiled and the exported layer are one text);
   :mod:`.lowering`: the pass that plans its fused kernels, ReLUs and unguarded divisions.
 - :mod:`.create`: one factory from any SOURCE (seed name, formula, file, graph, class) to a layer.
-- :mod:`.swap`: put a layer into the norm-act slots of an existing model.
+- :mod:`.swap`: put a layer into the norm-act slots of an existing model;
+  :mod:`.norm_without_act`: what fills a norm no activation follows (one vocabulary, one ChannelAffine).
 
-Only :mod:`.codegen`, :mod:`.lowering`, :mod:`.create` and :mod:`.swap` import torch; the graph side
-does not.
+Importing the graph side (graph, formula, graph_io, seeds) does not import torch.
 """

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evosearch.errors import SourceError
+from evosearch.errors import SourceError, brief
 from evosearch.layers.formula import parse_formula
 from evosearch.layers.graph import LayerGraph
 from evosearch.layers.graph_io import load_graph
@@ -80,10 +80,11 @@ def resolve_source(source: str | os.PathLike[str] | LayerGraph) -> LayerGraph:
     if source in SEEDS:
         return seed_graph(source)
     path = Path(source)
-    if path.suffix in GRAPH_SUFFIXES or path.is_file():
+    if path.suffix in GRAPH_SUFFIXES or _is_file(path):
         return _graph_file(path)
     if source.isidentifier() and source != "x":
-        raise SourceError(f"{source!r} is not a seed, a graph file or a formula; seeds: {', '.join(SEEDS)}")
+        seeds = ", ".join(SEEDS)
+        raise SourceError(f"{brief(source)} is not a seed, a graph file or a formula; seeds: {seeds}")
     return parse_formula(source, name="layer", final_affine=True)
 
 
@@ -96,6 +97,15 @@ def source_label(source: LayerSource) -> str:
         text = os.fspath(source)
         return text if len(text) <= 48 else text[:45] + "..."
     return getattr(source, "__name__", type(source).__name__)
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False where it cannot name one (a formula past the file-name limit,
+    one with a NUL), which ``Path.is_file`` answers with an ``OSError``."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _graph_file(path: Path) -> LayerGraph:

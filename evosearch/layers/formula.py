@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 
-from evosearch.errors import FormulaError, GraphError
+from evosearch.errors import FormulaError, GraphError, brief, listing
 from evosearch.layers.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
 from primitives import INFIX_OPS, PREFIX_OPS, PRIMITIVES
 
@@ -68,7 +68,7 @@ class _Parser:
             snippet = ast.get_source_segment(self.text.strip(), node) or ""
             where = f" at line {node.lineno}, column {node.col_offset + 1}"
             if snippet:
-                where += f" ({snippet[:60]!r})"
+                where += f" ({brief(snippet, 60)})"
         return FormulaError(message + where)
 
     def program(self, tree: ast.Module) -> str:
@@ -86,7 +86,7 @@ class _Parser:
                 )
             target = stmt.targets[0].id
             if target in self.reserved:
-                raise self.fail(stmt, f"cannot rebind {target!r}")
+                raise self.fail(stmt, f"cannot rebind {brief(target)}")
             self.bound[target] = self.expr(stmt.value, hint=target)
         return self.expr(tree.body[-1].value)
 
@@ -141,7 +141,7 @@ class _Parser:
         if ident in self.graph.hyperparameters or ident in DEFAULT_HYPERPARAMETERS:
             return self.graph.hyper(ident)
         known = [INPUT, *sorted(self.vectors), *sorted(self.bound)]
-        raise self.fail(node, f"unknown name {ident!r} (known names: {', '.join(known)})")
+        raise self.fail(node, f"unknown name {brief(ident)} (known names: {listing(known)})")
 
     def call(self, node: ast.Call, hint: str | None = None) -> str:
         if not isinstance(node.func, ast.Name):
@@ -149,16 +149,16 @@ class _Parser:
         op = node.func.id
         prim = PRIMITIVES.get(op)
         if prim is None:
-            raise self.fail(node, f"unknown op {op!r}; known ops: {', '.join(sorted(PRIMITIVES))}")
+            raise self.fail(node, f"unknown op {brief(op)}; known ops: {', '.join(sorted(PRIMITIVES))}")
         if any(isinstance(a, ast.Starred) for a in node.args):
             raise self.fail(node, "starred arguments are not allowed")
         if len(node.args) != prim.arity:
-            raise self.fail(node, f"op {op!r} takes {prim.arity} input(s), got {len(node.args)}")
+            raise self.fail(node, f"op {brief(op)} takes {prim.arity} input(s), got {len(node.args)}")
         attrs = {}
         for kw in node.keywords:
             if kw.arg not in prim.attrs:
                 allowed = ", ".join(sorted(prim.attrs)) or "none"
-                raise self.fail(node, f"op {op!r} takes no keyword {kw.arg!r} (allowed: {allowed})")
+                raise self.fail(node, f"op {brief(op)} takes no keyword {brief(kw.arg)} (allowed: {allowed})")
             if not (_is_number(kw.value) and isinstance(kw.value.value, int)):
                 raise self.fail(kw.value, f"{kw.arg} must be an integer literal")
             attrs[kw.arg] = kw.value.value

@@ -15,16 +15,18 @@ from __future__ import annotations
 import builtins
 import enum
 import hashlib
+import itertools
 import keyword
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 
-from evosearch.errors import GraphError
+from evosearch.errors import GraphError, brief, listing
 from primitives import PREFIX_OPS, PRIMITIVES, Kind, Primitive, UnknownOpError, get_primitive
 
 
@@ -41,6 +43,9 @@ class Leaf(str, enum.Enum):
 
 
 INPUT = "x"
+# What docstrings call the output and the layer's result (``y = ...``, ``out = weight * y + bias``):
+# formulas do not bind them, so that the two never read as one of its sub-expressions.
+OUTPUT_NAMES = ("y", "out")
 
 # Hyperparameters a layer gets when its graph needs them and does not set them.
 DEFAULT_HYPERPARAMETERS: dict[str, float | int] = {
@@ -50,11 +55,17 @@ DEFAULT_HYPERPARAMETERS: dict[str, float | int] = {
     "proxy_samples": 256,  # proxy moments: number of Gaussian quantiles
 }
 _INT_HYPERPARAMETERS = {"groups", "proxy_samples"}
+# Their bound: more groups than any layer has channels, more quantiles than any batch needs. A bound
+# keeps them exact wherever they go (float arithmetic, formulas, torch's int64).
+MAX_INT_HYPERPARAMETER = 2**16
 
 AFFINE_NAMES = ("weight", "bias")  # the final affine's parameters
 # Names a vector or hyperparameter cannot take: they would shadow the generated module's attributes
 # and methods, Python's keywords and builtins, or names the generated code uses itself.
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# The names LayerGraph makes up: <op>, <op>_1, ... for an op node; c, c_1, ... for a constant.
+_GENERATED_SUFFIX = re.compile(r"_[0-9]+$")
+_CONST_STEM = "c"
 # torch.nn.Module's public attributes, as a static list so that graphs load without importing torch;
 # a test checks it against the installed torch.
 MODULE_ATTRIBUTES = frozenset(
@@ -125,12 +136,20 @@ RESERVED_NAMES = frozenset(
 )
 
 
+def is_finite(value: float) -> bool:
+    """``math.isfinite``, false for an integer too large for a float (where ``isfinite`` raises)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_identifier(name: Any, what: str, reserved: Iterable[str] = RESERVED_NAMES) -> str:
     """Names from graph files become Python identifiers: only plain, unreserved ones pass."""
     if not isinstance(name, str) or not _IDENTIFIER.match(name) or len(name) > 64:
-        raise GraphError(f"{what} {name!r} is not a valid name (letters, digits, '_'; 64 at most)")
+        raise GraphError(f"{what} {brief(name)} is not a valid name (letters, digits, '_'; 64 at most)")
     if name in reserved or name.startswith("running_"):
-        raise GraphError(f"{what} {name!r} is a reserved name")
+        raise GraphError(f"{what} {brief(name)} is a reserved name")
     return name
 
 
@@ -164,8 +183,9 @@ class Node:
         return get_primitive(self.op)
 
     def describe(self) -> str:
-        args = ", ".join(self.inputs)
-        return f"node {self.name!r} ({self.op}({args}))" if not self.is_leaf else f"{self.op} {self.name!r}"
+        if self.is_leaf:
+            return f"{self.op} {brief(self.name)}"
+        return f"node {brief(self.name)} ({self.op}({listing(self.inputs)}))"
 
 
 @dataclass(frozen=True)
@@ -207,7 +227,7 @@ class LayerGraph:
 
     def _insert(self, node: Node) -> str:
         if node.name in self._nodes:
-            raise GraphError(f"duplicate node name {node.name!r}")
+            raise GraphError(f"duplicate node name {brief(node.name)}")
         self._nodes[node.name] = node
         self._dag.add_node(node.name)
         self._dag.add_edges_from((i, node.name) for i in node.inputs)
@@ -225,8 +245,8 @@ class LayerGraph:
     def vector(self, name: str, init: float) -> str:
         """A per-channel trainable vector, initialised to ``init`` (EvoNorm: v0 = 0, v1 = 1)."""
         check_identifier(name, "vector")
-        if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
-            raise GraphError(f"vector {name!r}: initial value must be a finite number, got {init!r}")
+        if isinstance(init, bool) or not isinstance(init, (int, float)) or not is_finite(init):
+            raise GraphError(f"vector {name!r}: initial value must be a finite number, got {brief(init)}")
         if name in self._nodes:
             node = self._nodes[name]
             if node.op != Leaf.VECTOR:
@@ -237,22 +257,22 @@ class LayerGraph:
         return self._insert(Node(name, Leaf.VECTOR, attrs=(("init", float(init)),)))
 
     def const(self, value: float) -> str:
+        if not is_finite(value):
+            raise GraphError(f"constant {brief(value)} is not finite")
         value = float(value) + 0.0  # -0.0 -> 0.0: it renders as "0" and hashes as 0.0
-        if not math.isfinite(value):
-            raise GraphError(f"constant {value!r} is not finite")
         key = (Leaf.CONST, (), (("value", value),))
         if key in self._interned:
             return self._interned[key]
-        return self._insert(Node(self._fresh_name("c"), Leaf.CONST, attrs=(("value", value),)))
+        return self._insert(Node(self._fresh_name(_CONST_STEM), Leaf.CONST, attrs=(("value", value),)))
 
     def hyper(self, name: str) -> str:
         """A layer hyperparameter used as a value (e.g. Batch Renorm's ``rmax``)."""
         check_identifier(name, "hyperparameter")
         if name not in self.hyperparameters and name not in DEFAULT_HYPERPARAMETERS:
-            raise GraphError(f"hyperparameter {name!r} is used but not declared")
+            raise GraphError(f"hyperparameter {brief(name)} is used but not declared")
         if name in self._nodes:
             if self._nodes[name].op != Leaf.HYPER:
-                raise GraphError(f"hyperparameter {name!r} clashes with {self._nodes[name].describe()}")
+                raise GraphError(f"hyperparameter {brief(name)} clashes with {self._nodes[name].describe()}")
             return name
         return self._insert(Node(name, Leaf.HYPER))
 
@@ -268,22 +288,29 @@ class LayerGraph:
         try:
             prim = get_primitive(op)
         except UnknownOpError as e:
-            raise GraphError(f"node {label!r}: {e}") from None
+            raise GraphError(f"node {brief(label)}: {e}") from None
         if len(inputs) != prim.arity:
             raise GraphError(
-                f"node {label!r}: op {op!r} takes {prim.arity} input(s), "
-                f"got {len(inputs)} ({', '.join(inputs)})"
+                f"node {brief(label)}: op {brief(op)} takes {prim.arity} input(s), "
+                f"got {len(inputs)} ({listing(inputs)})"
             )
         for i in inputs:
             if i not in self._nodes:
-                raise GraphError(f"node {label!r} ({op}): input {i!r} is not defined before it")
+                raise GraphError(f"node {brief(label)} ({op}): input {brief(i)} is not defined before it")
         unknown = set(attrs) - prim.attrs
         if unknown:
-            raise GraphError(f"node {label!r}: op {op!r} takes no attribute {', '.join(sorted(unknown))}")
+            unknown_attrs = listing(sorted(unknown))
+            raise GraphError(f"node {brief(label)}: op {brief(op)} takes no attribute {unknown_attrs}")
         if "groups" in attrs and (
-            not isinstance(attrs["groups"], int) or isinstance(attrs["groups"], bool) or attrs["groups"] < 1
+            not isinstance(attrs["groups"], int)
+            or isinstance(attrs["groups"], bool)
+            or not 1 <= attrs["groups"] <= MAX_INT_HYPERPARAMETER
         ):
-            raise GraphError(f"node {label!r}: groups must be a positive integer, got {attrs['groups']!r}")
+            groups = brief(attrs["groups"])
+            raise GraphError(
+                f"node {brief(label)}: groups must be a positive integer, got {groups} "
+                f"(at most {MAX_INT_HYPERPARAMETER})"
+            )
         node_attrs = tuple(sorted(attrs.items()))
         if name is None:
             existing = self._interned.get((op, tuple(inputs), node_attrs))
@@ -297,7 +324,7 @@ class LayerGraph:
 
     def set_output(self, name: str) -> None:
         if name not in self._nodes:
-            raise GraphError(f"output {name!r} is not a node of the graph")
+            raise GraphError(f"output {brief(name)} is not a node of the graph")
         self.output = name
 
     # ---- access -------------------------------------------------------------------------------
@@ -392,7 +419,7 @@ class LayerGraph:
         out = [*self._hyperparameter_problems()]
         if self.final_affine:
             out.extend(
-                f"vector {v!r} clashes with the final affine's parameter"
+                f"vector {brief(v)} clashes with the final affine's parameter"
                 for v in self.vectors
                 if v in AFFINE_NAMES
             )
@@ -404,23 +431,23 @@ class LayerGraph:
             if node.name not in used and node.op not in _MAY_BE_UNUSED:
                 out.append(f"{node.describe()} is not used by the output")
             if allowed is not None and not node.is_leaf and node.op not in allowed:
-                out.append(f"{node.describe()} uses op {node.op!r}, outside the allowed set")
+                out.append(f"{node.describe()} uses op {brief(node.op)}, outside the allowed set")
         shapes = self.shapes()
         depends = self._depends_on_input()
         for node in self.op_nodes:
             out.extend(self._node_problems(node, shapes, depends))
         if not depends[self.output]:
-            out.append(f"output {self.output!r} does not depend on the input x")
+            out.append(f"output {brief(self.output)} does not depend on the input x")
         elif shapes[self.output] != _FULL:
             out.append(
-                f"output {self.output!r} ({self.node(self.output).op}) is a statistic, not a feature map"
+                f"output {brief(self.output)} ({self.node(self.output).op}) is a statistic, not a feature map"
             )
         return out
 
     def validate(self, allowed_ops: Iterable[str] | None = None) -> LayerGraph:
         problems = self.problems(allowed_ops)
         if problems:
-            raise GraphError(f"invalid layer graph {self.name!r}: " + "; ".join(problems))
+            raise GraphError(f"invalid layer graph {brief(self.name)}: " + "; ".join(problems))
         return self
 
     def _hyperparameter_problems(self) -> Iterator[str]:
@@ -433,16 +460,19 @@ class LayerGraph:
                 yield str(e)
                 continue
             if key in taken:
-                yield f"hyperparameter {key!r} clashes with the vector of the same name"
+                yield f"hyperparameter {brief(key)} clashes with the vector of the same name"
         for key, value in self.hyperparameters.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                yield f"hyperparameter {key!r} must be a finite number, got {value!r}"
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not is_finite(value):
+                yield f"hyperparameter {brief(key)} must be a finite number, got {brief(value)}"
             elif key in _INT_HYPERPARAMETERS and (not isinstance(value, int) or value < 1):
-                yield f"hyperparameter {key!r} must be a positive integer, got {value!r}"
+                yield f"hyperparameter {brief(key)} must be a positive integer, got {brief(value)}"
+            elif key in _INT_HYPERPARAMETERS and value > MAX_INT_HYPERPARAMETER:
+                bound = MAX_INT_HYPERPARAMETER
+                yield f"hyperparameter {brief(key)} must be at most {bound}, got {brief(value)}"
             elif key == "eps" and value <= 0:
-                yield f"hyperparameter 'eps' must be positive, got {value!r}"
+                yield f"hyperparameter 'eps' must be positive, got {brief(value)}"
             elif key == "momentum" and not 0 <= value <= 1:
-                yield f"hyperparameter 'momentum' must be in [0, 1], got {value!r}"
+                yield f"hyperparameter 'momentum' must be in [0, 1], got {brief(value)}"
 
     def _node_problems(self, node: Node, shapes: dict, depends: dict) -> Iterator[str]:
         prim = node.primitive
@@ -453,26 +483,28 @@ class LayerGraph:
             return
         (arg,) = node.inputs
         if not depends[arg]:
-            yield f"{node.describe()}: input {arg!r} does not depend on x; moments need a feature map"
+            yield f"{node.describe()}: input {brief(arg)} does not depend on x; moments need a feature map"
         elif prim.kind in (Kind.BATCH_MOMENT, Kind.MOVING) and not shapes[arg].channel:
-            yield f"{node.describe()}: input {arg!r} has no channel axis left for a per-channel statistic"
+            no_channel = "has no channel axis left for a per-channel statistic"
+            yield f"{node.describe()}: input {brief(arg)} {no_channel}"
 
     def _proxy_problems(self, node: Node, depends: dict) -> Iterator[str]:
         """proxy_*(a, y, scale, shift): a must be an element-wise function of y and per-channel values."""
         a, y, scale, shift = node.inputs
         for operand in (scale, shift):
             if depends[operand]:
-                yield f"{node.describe()}: {operand!r} must be per-channel (not depend on x)"
+                yield f"{node.describe()}: {brief(operand)} must be per-channel (not depend on x)"
         if y not in self.ancestors(a):
-            yield f"{node.describe()}: {a!r} does not depend on {y!r}"
+            yield f"{node.describe()}: {brief(a)} does not depend on {brief(y)}"
             return
         for name in self.proxy_path(a, y):
             inner = self.node(name)
             if inner.is_leaf or inner.primitive.kind is not Kind.ELEMENTWISE:
-                yield f"{node.describe()}: {inner.describe()} between {y!r} and {a!r} is not element-wise"
+                between = f"between {brief(y)} and {brief(a)}"
+                yield f"{node.describe()}: {inner.describe()} {between} is not element-wise"
             for i in inner.inputs:
                 if i != y and depends[i] and y not in self.ancestors(i) | {i}:
-                    yield f"{node.describe()}: {inner.describe()} mixes in {i!r}, which depends on x"
+                    yield f"{node.describe()}: {inner.describe()} mixes in {brief(i)}, which depends on x"
 
     def proxy_path(self, a: str, y: str) -> list[str]:
         """Nodes on paths from y to a (a included, y not), in topological order."""
@@ -508,20 +540,34 @@ class LayerGraph:
         """
         if self.output is None:
             raise GraphError("graph has no output")
-        keys: dict[str, str] = {}
-        for node in self:
-            keys[node.name] = _digest(_node_key(node, keys))
+        keys = self.structural_keys()
         header = repr((sorted(self.resolved_hyperparameters().items()), self.final_affine))
         return _digest(header + keys[self.output])
 
+    def structural_keys(self) -> dict[str, str]:
+        """Every node's structural key: equal for equal sub-expressions (see :meth:`structural_hash`)."""
+        keys: dict[str, str] = {}
+        for node in self:
+            keys[node.name] = _digest(_node_key(node, keys))
+        return keys
+
     def formula(self) -> str:
-        """The output as one readable expression, e.g. ``x / max(batch_std(x), v1 * x + ...)``."""
+        """The output as readable text, e.g. ``x / max(batch_std(x), v1 * x + instance_std(x))``.
+
+        A sub-expression used more than once is written once, as a ``name = expression`` statement
+        before the output expression, statements separated by ``; `` so that the text stays one line
+        in tables: written out at every use, each level of sharing doubles the text (a graph of 26
+        nodes read as 470 MB). Text that depends on the structure alone parses back to a graph
+        whose formula is the same text; see :class:`_FormulaWriter`.
+        """
+        return "; ".join(self.formula_statements())
+
+    def formula_statements(self) -> list[str]:
+        """The formula's statements: ``name = expression`` for each named sub-expression, then the
+        output expression (the text :meth:`formula` joins)."""
         if self.output is None:
             raise GraphError("graph has no output")
-        texts: dict[str, tuple[str, int]] = {}
-        for node in self:
-            texts[node.name] = _render(node, texts)
-        return texts[self.output][0]
+        return _FormulaWriter(self).statements()
 
     def __repr__(self) -> str:
         out = self.formula() if self.output else "<no output>"
@@ -576,19 +622,98 @@ def _node_key(node: Node, keys: dict[str, str]) -> str:
 # the records' precedences (as in Python). A name, number or call binds tighter than any operator.
 _ATOM = 1 + max(p.precedence for p in PRIMITIVES.values())
 _NEGATIVE = PRIMITIVES[PREFIX_OPS["-"]].precedence  # a negative number reads as a unary minus
+# Deeper sub-expressions are bound to names: Python's parser reads at most 200 nested parentheses,
+# and parse_formula recurses on each level of the expression.
+MAX_INLINE_DEPTH = 24
 
 
 def format_number(value: float) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
-def _render(node: Node, texts: dict[str, tuple[str, int]]) -> tuple[str, int]:
+class _Text(NamedTuple):
+    """A sub-expression's text, the precedence of its outermost operator, and its nesting depth."""
+
+    text: str
+    precedence: int
+    depth: int
+
+
+class _FormulaWriter:
+    """A graph as formula text, each distinct sub-expression (by structural key) written once.
+
+    A sub-expression is bound to a name, on a ``name = expression`` statement of its own, where it
+    is used more than once (unless it is a call on leaves alone, as ``batch_std(x)``: short), and
+    where it nests deeper than :data:`MAX_INLINE_DEPTH`, which Python's parser could not read back.
+    A bound node keeps its own name where a formula can bind it (``mu = ...`` named it) and it is
+    not one of :data:`OUTPUT_NAMES`; otherwise, as for the ``<op>_<k>`` and ``c_<k>`` that
+    :class:`LayerGraph` makes up, it is ``t1``, ``t2``, ...
+    """
+
+    def __init__(self, graph: LayerGraph):
+        self.graph = graph
+        self.keys = graph.structural_keys()
+        self.nodes: dict[str, Node] = {}  # the output's sub-expressions, one node per key, in order
+        needed = graph.ancestors(graph.output) | {graph.output}
+        for node in graph:
+            if node.name in needed:
+                self.nodes.setdefault(self.keys[node.name], node)
+        uses = Counter(self.keys[i] for node in self.nodes.values() for i in node.inputs)
+        self.shared = {
+            key
+            for key, node in self.nodes.items()
+            if uses[key] > 1 and not all(graph.node(i).is_leaf for i in node.inputs)
+        }
+        self.reserved = {
+            *(INPUT, *OUTPUT_NAMES),
+            *graph.hyperparameters,
+            *DEFAULT_HYPERPARAMETERS,
+            *PRIMITIVES,
+            *graph.vectors,
+        }
+        unused = (f"t{k}" for k in itertools.count(1))
+        self.fresh = (name for name in unused if name not in self.reserved and name not in graph)
+
+    def statements(self) -> list[str]:
+        output = self.keys[self.graph.output]
+        texts: dict[str, _Text] = {}
+        statements = []
+        for key, node in self.nodes.items():
+            text = _render(node, [texts[self.keys[i]] for i in node.inputs])
+            if key != output and (key in self.shared or text.depth > MAX_INLINE_DEPTH):
+                name = self.name_for(node)
+                statements.append(f"{name} = {text.text}")
+                text = _Text(name, _ATOM, 0)
+            texts[key] = text
+        return [*statements, texts[output].text]
+
+    def name_for(self, node: Node) -> str:
+        """The node's own name where parsing the formula names the node so again, else a fresh one."""
+        name = node.name
+        stem = _GENERATED_SUFFIX.sub("", name)
+        own = (
+            _IDENTIFIER.match(name) is not None
+            and not keyword.iskeyword(name)
+            and name not in self.reserved
+            and stem not in PRIMITIVES
+            and stem != _CONST_STEM
+        )
+        return name if own else next(self.fresh)
+
+
+def _render(node: Node, args: list[_Text]) -> _Text:
+    """A node's text, from its inputs' (in order)."""
     if node.op == Leaf.CONST:
         text = format_number(node.attr("value"))
-        return text, (_NEGATIVE if text.startswith("-") else _ATOM)
+        return _Text(text, _NEGATIVE if text.startswith("-") else _ATOM, 0)
     if node.is_leaf:
-        return node.name, _ATOM
-    args = [texts[i] for i in node.inputs]
+        return _Text(node.name, _ATOM, 0)
+    depth = 1 + max(a.depth for a in args)
+    text, precedence = _render_op(node, [(a.text, a.precedence) for a in args])
+    return _Text(text, precedence, depth)
+
+
+def _render_op(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
     prim = node.primitive
     if prim.symbol and prim.arity == 2:
         (lt, lp), (rt, rp) = args
@@ -600,5 +725,5 @@ def _render(node: Node, texts: dict[str, tuple[str, int]]) -> tuple[str, int]:
         if t[:1].isdigit():  # "-2" would read back as the constant -2, not neg(2)
             return f"{node.op}({t})", _ATOM
         return f"{prim.symbol}{t}" if p >= _ATOM else f"{prim.symbol}({t})", prim.precedence
-    call_args = [t for t, _ in args] + [f"{k}={format_number(float(v))}" for k, v in node.attrs]
+    call_args = [t for t, _ in args] + [f"{k}={v}" for k, v in node.attrs]  # attrs are integers
     return f"{node.op}({', '.join(call_args)})", _ATOM

@@ -1,4 +1,4 @@
-"""The graph file format (YAML, versioned). Loading never executes code: ``yaml.safe_load`` only.
+"""The graph file format (YAML, versioned). Loading never executes code: plain YAML, read safely.
 
 ::
 
@@ -13,10 +13,10 @@
     - ...
     output: div
 
-``nodes`` is the graph; ``formula`` is written for people. A hand-written file may give only the
-formula; when a file gives both, they must describe the same graph. Node inputs name ``x``, a vector,
-a hyperparameter or another node, or are numbers (constants). ``attrs`` (e.g. ``{groups: 8}``) is
-optional.
+``nodes`` is the graph; ``formula`` is written for people, and left out where it would be longer
+than a formula may be. A hand-written file may give only the formula; when a file gives both, they
+must describe the same graph. Node inputs name ``x``, a vector, a hyperparameter or another node, or
+are numbers (constants). ``attrs`` (e.g. ``{groups: 8}``) is optional.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from typing import Any
 import networkx as nx
 import yaml
 
-from evosearch.errors import EvosearchError, FormulaError, GraphError, one_line
+from evosearch.config import ConfigError, load_yaml
+from evosearch.errors import EvosearchError, FormulaError, GraphError, brief, listing
 from evosearch.files import atomic_write_text
-from evosearch.layers.formula import parse_formula
+from evosearch.layers.formula import MAX_FORMULA_CHARS, parse_formula
 from evosearch.layers.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph, Leaf
 
 FORMAT_KEY = "evosearch_graph"
@@ -57,10 +58,12 @@ def graph_to_dict(graph: LayerGraph) -> dict[str, Any]:
         if node.attrs:
             entry["attrs"] = dict(node.attrs)
         nodes.append(entry)
+    formula = graph.formula()
     return {
         FORMAT_KEY: FORMAT_VERSION,
         "name": graph.name,
-        "formula": graph.formula(),
+        # For people, and checked against the nodes on loading: left out where too long to parse.
+        **({"formula": formula} if len(formula) <= MAX_FORMULA_CHARS else {}),
         "final_affine": graph.final_affine,
         "hyperparameters": graph.resolved_hyperparameters(),
         "vectors": graph.vectors,
@@ -83,15 +86,10 @@ def save_graph(graph: LayerGraph, path: str | os.PathLike) -> Path:
 
 
 def load_graph(path: str | os.PathLike) -> LayerGraph:
-    path = Path(path)
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise EvosearchError(f"cannot read graph file {path}: {e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise GraphError(f"{path}: malformed YAML: {one_line(e)}") from None
+        data = load_yaml(path, kind="graph")
+    except ConfigError as e:
+        raise GraphError(str(e)) from None
     try:
         return graph_from_dict(data)
     except EvosearchError as e:
@@ -106,7 +104,7 @@ def graph_from_dict(data: Any) -> LayerGraph:
         raise GraphError(f"missing '{FORMAT_KEY}: {FORMAT_VERSION}' (the format version)")
     if version != FORMAT_VERSION or isinstance(version, bool):  # true == 1 in Python
         raise GraphError(
-            f"graph format version {version!r} is not supported (this evosearch reads {FORMAT_VERSION})"
+            f"graph format version {brief(version)} is not supported (this evosearch reads {FORMAT_VERSION})"
         )
     _check_keys(data, _TOP_KEYS, "graph file")
     name = _typed(data, "name", str, "layer")
@@ -115,7 +113,7 @@ def graph_from_dict(data: Any) -> LayerGraph:
     vectors = _typed(data, "vectors", dict, {})
     for key, init in vectors.items():
         if not isinstance(init, (int, float)) or isinstance(init, bool):
-            raise GraphError(f"vector {key!r}: initial value must be a number, got {init!r}")
+            raise GraphError(f"vector {brief(key)}: initial value must be a number, got {brief(init)}")
     formula = data.get("formula")
     if "nodes" not in data:
         if not isinstance(formula, str):
@@ -148,11 +146,11 @@ def _add_nodes(graph: LayerGraph, specs: list) -> None:
         _check_keys(spec, _NODE_KEYS, f"node #{i + 1}")
         name = spec.get("name")
         if not isinstance(name, str) or name in by_name:
-            raise GraphError(f"node #{i + 1}: missing or duplicate name {name!r}")
+            raise GraphError(f"node #{i + 1}: missing or duplicate name {brief(name)}")
         if not isinstance(spec.get("op"), str):
-            raise GraphError(f"node {name!r}: missing op")
+            raise GraphError(f"node {brief(name)}: missing op")
         if not isinstance(spec.get("inputs", []), list):
-            raise GraphError(f"node {name!r}: inputs must be a list")
+            raise GraphError(f"node {brief(name)}: inputs must be a list")
         by_name[name] = spec
     deps = nx.DiGraph()
     order = {name: i for i, name in enumerate(by_name)}
@@ -171,7 +169,7 @@ def _add_nodes(graph: LayerGraph, specs: list) -> None:
         inputs = [_resolve(graph, i, context=name) for i in spec.get("inputs", [])]
         attrs = spec.get("attrs") or {}
         if not isinstance(attrs, dict):
-            raise GraphError(f"node {name!r}: attrs must be a mapping")
+            raise GraphError(f"node {brief(name)}: attrs must be a mapping")
         graph.add(spec["op"], *inputs, name=name, **attrs)
 
 
@@ -179,13 +177,13 @@ def _resolve(graph: LayerGraph, ref: Any, context: str = "output") -> str:
     if isinstance(ref, (int, float)) and not isinstance(ref, bool):
         return graph.const(ref)
     if not isinstance(ref, str):
-        raise GraphError(f"node {context!r}: input {ref!r} must be a name or a number")
+        raise GraphError(f"node {brief(context)}: input {brief(ref)} must be a name or a number")
     if ref in graph:
         return ref
     if ref in graph.hyperparameters or ref in DEFAULT_HYPERPARAMETERS:
         return graph.hyper(ref)
-    known = ", ".join([INPUT, *graph.vectors])
-    raise GraphError(f"node {context!r}: input {ref!r} is not defined ({known}, or a node name)")
+    known = listing([INPUT, *graph.vectors])
+    raise GraphError(f"node {brief(context)}: input {brief(ref)} is not defined ({known}, or a node name)")
 
 
 def _check_formula_agrees(graph: LayerGraph, formula: str, vectors: dict) -> None:
@@ -201,25 +199,24 @@ def _check_formula_agrees(graph: LayerGraph, formula: str, vectors: dict) -> Non
         raise GraphError(f"field 'formula' does not parse: {e}") from None
     if other.structural_hash() != graph.structural_hash():
         raise GraphError(
-            f"'formula' and 'nodes' describe different graphs (nodes give {graph.formula()!r}); "
+            f"'formula' and 'nodes' describe different graphs (nodes give {brief(graph.formula())}); "
             "fix one or delete 'formula'"
         )
 
 
 def _check_keys(data: dict, valid: set[str], where: str) -> None:
-    unknown = sorted(str(k) for k in data if k not in valid)
+    unknown = sorted(k if isinstance(k, str) else brief(k) for k in data if k not in valid)
     if unknown:
-        raise GraphError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
-        )
+        valid_keys = ", ".join(sorted(valid))
+        raise GraphError(f"{where}: unknown key(s) {listing(unknown)}; valid keys: {valid_keys}")
 
 
 def _typed(data: dict, key: str, kind: type, default: Any) -> Any:
     value = data.get(key, default)
     if not isinstance(value, kind):
-        raise GraphError(f"{key!r} must be a {kind.__name__}, got {value!r}")
+        raise GraphError(f"{brief(key)} must be a {kind.__name__}, got {brief(value)}")
     return value
 
 
 def _missing(key: str):
-    raise GraphError(f"missing {key!r}")
+    raise GraphError(f"missing {brief(key)}")

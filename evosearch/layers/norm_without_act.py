@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from evosearch.errors import brief
 from evosearch.layers.create import LayerFactory
 
 NormWithoutAct = Literal["affine", "layer", "batchnorm"]
@@ -53,7 +54,8 @@ def parse_norm_without_act(value: str) -> NormWithoutAct:
     """``value`` in today's vocabulary, an old spelling translated; a ValueError names the choices."""
     value = OLD_SPELLINGS.get(value, value)
     if value not in NORMS_WITHOUT_ACT:
-        raise ValueError(f"norm_without_act must be one of {', '.join(NORMS_WITHOUT_ACT)}, not {value!r}")
+        choices = ", ".join(NORMS_WITHOUT_ACT)
+        raise ValueError(f"norm_without_act must be one of {choices}, not {brief(value)}")
     return value
 
 

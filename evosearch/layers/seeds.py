@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from evosearch.errors import SourceError
+from evosearch.errors import SourceError, brief
 from evosearch.layers.formula import parse_formula
 from evosearch.layers.graph import LayerGraph
 
@@ -149,5 +149,5 @@ def seed_graph(name: str) -> LayerGraph:
     try:
         seed = SEEDS[name]
     except KeyError:
-        raise SourceError(f"unknown seed {name!r}; seeds: {', '.join(SEEDS)}") from None
+        raise SourceError(f"unknown seed {brief(name)}; seeds: {', '.join(SEEDS)}") from None
     return seed.graph(name)

@@ -26,9 +26,12 @@ health (both networks; the scale and dead units on the plain CNN's final feature
     A hash of the layer's outputs on a fixed input; see :func:`fingerprint`.
 
 :func:`probe_layer` runs the enabled probes and turns them into a verdict with :class:`Thresholds`. It
-never raises: a compile error, a numerical failure or the time limit is a reject with its reason.
-Every random draw comes from a local generator seeded from the config, so the numbers are reproducible
-to the bit for the same config.
+never raises: a compile error or a numerical failure is a reject with its reason, and so is a graph
+too large to probe, refused by its size before it is compiled. A probe that runs out of its budget
+(CPU seconds of the probing thread, or the wall-clock backstop) has no verdict: it is *inconclusive*,
+never a reject, since how long it takes depends on what else the machine runs. Every random draw comes
+from a local generator seeded from the config, and probing runs on one thread, so the numbers are
+reproducible to the bit for the same config.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +51,7 @@ from torch import nn
 
 from evosearch.errors import one_line
 from evosearch.layers.create import LayerFactory, LayerSource, layer_factory, resolve_layer
+from evosearch.layers.graph import LayerGraph
 from evosearch.tasks.generated import generate_images
 from evosearch.tasks.models import cifar_resnet, kaiming_init, plain_cnn
 
@@ -68,7 +73,14 @@ FINGERPRINT_SHAPE = (4, 64, 4, 4)  # 64 channels: group moments (32 groups) diff
 FINGERPRINT_SEED = 20200306  # AutoML-Zero's arXiv date
 FINGERPRINT_DIGITS = 4
 STABILITY_SHAPE = (8, 16, 8, 8)
-_SMALLEST = {"batch_size": 2, "image_size": 8, "plain_depth": 1, "plain_width": 1, "resnet_width": 1}
+_SMALLEST = {
+    "batch_size": 2,
+    "image_size": 8,
+    "plain_depth": 1,
+    "plain_width": 1,
+    "resnet_width": 1,
+    "max_nodes": 1,
+}
 
 Metric = float | list[float] | str | bool
 
@@ -102,6 +114,12 @@ class ProbeConfig:
 
     Defaults are chosen to keep a probe under a second on two CPU cores while reproducing the three
     findings of Lubana et al. (ResNet-56 as in the paper, at width 8; a 20-layer plain CNN).
+
+    The budget is ``cpu_limit_s``, CPU seconds of the probing thread: what the probe itself costs,
+    which other work on the machine does not change (wall-clock time grew 25-fold under load and
+    rejected good layers). ``time_limit``, in wall-clock seconds, is only a backstop for a probe that
+    stalls. Past either the probe is inconclusive. ``max_nodes`` bounds the op nodes of a graph worth
+    probing (a search proposes at most ``search.max_nodes``, 14 by default; a seed keeps its own size).
     """
 
     enabled: list[str] = field(default_factory=lambda: list(PROBES))
@@ -114,7 +132,9 @@ class ProbeConfig:
     plain_width: int = 16
     stability_steps: int = 5
     stability_radius: float = 0.1
-    time_limit: float = 5.0  # seconds per candidate, checked before every slot and between probes
+    cpu_limit_s: float = 5.0  # CPU seconds per candidate; checked before every slot and between probes
+    time_limit: float = 60.0  # wall-clock seconds per candidate, a backstop for a stalled probe
+    max_nodes: int = 200  # op nodes; a larger graph is rejected unprobed
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     def __post_init__(self) -> None:
@@ -127,18 +147,28 @@ class ProbeConfig:
                 raise ValueError(f"{name} must be at least {smallest}, got {getattr(self, name)}")
         if self.resnet_depth < 8 or (self.resnet_depth - 2) % 6:
             raise ValueError(f"resnet_depth must be 6n + 2 (8, 14, 20, …, 56), got {self.resnet_depth}")
-        if self.stability_steps < 0 or not self.stability_radius >= 0 or not self.time_limit > 0:
-            raise ValueError("stability_steps and stability_radius must be >= 0, time_limit > 0")
+        if self.stability_steps < 0 or not self.stability_radius >= 0:
+            raise ValueError("stability_steps and stability_radius must be >= 0")
+        for name in ("cpu_limit_s", "time_limit"):
+            if not getattr(self, name) > 0:  # NaN fails too; .inf switches a limit off
+                raise ValueError(f"{name} must be > 0 (.inf: no limit), got {getattr(self, name)}")
 
 
 @dataclass
 class ProbeResult:
-    """The verdict on one layer: ``reasons`` name each failed check as ``"<metric or cause>: detail"``."""
+    """The verdict on one layer: ``reasons`` name each failed check as ``"<metric or cause>: detail"``.
+
+    ``inconclusive``: no verdict, the probe ran out of its budget (``reasons`` says which); it did not
+    pass, but it is no reject either: probed again, later or elsewhere, it may finish. ``seconds`` is
+    wall-clock time, ``cpu_seconds`` the probing thread's CPU time (what the budget counts).
+    """
 
     passed: bool
     reasons: list[str]
     metrics: dict[str, Metric]
     seconds: float
+    cpu_seconds: float
+    inconclusive: bool
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -151,29 +181,36 @@ def probe_layer(
 ) -> ProbeResult:
     """Probe a layer at initialization and judge it. ``layer`` is a SOURCE (a seed name, a formula, a
     graph file, a ``LayerGraph`` or a module class); one that names nothing raises a ``SourceError``.
-    A bad layer never raises: a failure of any kind (compilation, an exception, the time limit) is a
-    reject with the reason named.
+    A bad layer never raises: a failure of any kind (compilation, an exception) is a reject with the
+    reason named, and so is a graph over ``config.max_nodes``, refused before it is compiled; running
+    out of the budget makes the result inconclusive.
 
     ``batch`` is the task's own data, (N×3×H×W images, uint8 or float; int64 labels); by default
     ``config.batch_size`` images of the built-in generated dataset at ``config.image_size``.
     """
     layer = resolve_layer(layer)  # compiled below, where a failure is a reject
     config = config or ProbeConfig()
-    start = time.perf_counter()
-    deadline = _Deadline(start + config.time_limit)
+    budget = _Budget(config.cpu_limit_s, config.time_limit)
     metrics: dict[str, Metric] = {}
+    inconclusive = False
     try:
-        images, labels = default_batch(config) if batch is None else (standardize(batch[0]), batch[1])
-        run = _Run(layer_factory(layer), config, deadline, images, labels)
-        for step in _steps(config.enabled):
-            deadline.check()
-            _merge(metrics, step(run), config.enabled)
+        _check_size(layer, config.max_nodes)
+        with _one_thread():
+            images, labels = default_batch(config) if batch is None else (standardize(batch[0]), batch[1])
+            run = _Run(layer_factory(layer), config, budget, images, labels)
+            for step in _steps(config.enabled):
+                budget.check()
+                _merge(metrics, step(run), config.enabled)
         reasons = verdict(metrics, config.thresholds)
-    except _Timeout:
-        reasons = [f"timeout: probing took longer than the {config.time_limit:g} s limit"]
+    except _TooLarge as e:
+        reasons = [str(e)]
+    except _OutOfBudget as e:
+        reasons, inconclusive = [str(e)], True
     except Exception as e:  # any failure of a candidate is a reject, never a crash of the search
         reasons = [f"error: {type(e).__name__}: {one_line(e)[:300]}"]
-    return ProbeResult(not reasons, reasons, metrics, time.perf_counter() - start)
+    return ProbeResult(
+        not reasons, reasons, metrics, budget.wall_seconds(), budget.cpu_seconds(), inconclusive
+    )
 
 
 def verdict(metrics: dict[str, Metric], thresholds: Thresholds) -> list[str]:
@@ -214,18 +251,64 @@ def standardize(images: torch.Tensor) -> torch.Tensor:
     return (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True).clamp_min(1e-3)
 
 
-class _Timeout(Exception):
-    """Raised inside probing when the time limit has passed."""
+class _TooLarge(Exception):
+    """Raised before compiling a graph with more op nodes than ``ProbeConfig.max_nodes``."""
+
+
+def _check_size(layer: LayerGraph | LayerFactory, max_nodes: int) -> None:
+    """Refuse a graph too large to probe, by its size: compiling and running it would take minutes and
+    gigabytes (a 10,000-node graph: 67 s, 3.2 GB) before any budget check could stop it. A module
+    class has no graph to count."""
+    if isinstance(layer, LayerGraph) and len(layer.op_nodes) > max_nodes:
+        raise _TooLarge(f"too_large: {len(layer.op_nodes)} op nodes > max_nodes {max_nodes}")
+
+
+class _OutOfBudget(Exception):
+    """Raised inside probing when the budget is spent: the probe has no verdict."""
 
 
 @dataclass(frozen=True)
-class _Deadline:
-    at: float
+class _Budget:
+    """What one probe may spend, measured from its creation. The CPU seconds of the calling thread are
+    the budget: probing runs on that thread alone (:func:`_one_thread`), forward and backward, so they
+    count all of its work and nothing of the machine's other work; process CPU time would also count
+    other threads (a Ray worker's own) and the spin-waits of contended intra-op threads. Wall-clock
+    seconds are a backstop for a probe that stalls without using the CPU."""
+
+    cpu_limit_s: float
+    wall_limit_s: float
+    cpu_start: float = field(default_factory=time.thread_time)
+    wall_start: float = field(default_factory=time.perf_counter)
+
+    def cpu_seconds(self) -> float:
+        return time.thread_time() - self.cpu_start
+
+    def wall_seconds(self) -> float:
+        return time.perf_counter() - self.wall_start
 
     def check(self, *_hook_args) -> None:
-        """Also a forward pre-hook: called before every slot runs."""
-        if time.perf_counter() > self.at:
-            raise _Timeout
+        """Also a forward pre-hook: called before every slot runs. The check is cooperative: a slot
+        call or a backward pass in flight finishes first."""
+        if self.cpu_seconds() > self.cpu_limit_s:
+            raise _OutOfBudget(f"cpu_limit: probing needed more than the {self.cpu_limit_s:g} CPU s limit")
+        if self.wall_seconds() > self.wall_limit_s:
+            raise _OutOfBudget(
+                f"timeout: probing took longer than the {self.wall_limit_s:g} s wall-clock limit"
+            )
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on the calling thread alone, then restore its thread count. The budget counts that
+    thread's CPU time, and a verdict should not vary with the machine's core count: intra-op threads
+    would do work the budget does not see, change float reductions, and on a busy machine stall one
+    another (10-30x slower); the probe networks are too small to gain from them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -234,15 +317,15 @@ class _Run:
 
     make_layer: LayerFactory
     config: ProbeConfig
-    deadline: _Deadline
+    budget: _Budget
     images: torch.Tensor
     labels: torch.Tensor
     slots: list[nn.Module] = field(default_factory=list)  # every layer made, to find them in a network
 
     def slot(self, num_features: int) -> nn.Module:
-        """The norm-act factory: a fresh candidate layer that checks the deadline before each call."""
+        """The norm-act factory: a fresh candidate layer that checks the budget before each call."""
         layer = self.make_layer(num_features)
-        layer.register_forward_pre_hook(self.deadline.check)
+        layer.register_forward_pre_hook(self.budget.check)
         self.slots.append(layer)
         return layer
 

@@ -5,7 +5,9 @@ proposes and numbers candidates; the driver owns everything else: the Ray instan
 retries, time limits, concurrency, deduplication, and the run directory. Each candidate:
 
 1. structural dedupe — the same structure as an earlier candidate reuses its result;
-2. probes on a CPU worker — a reject is recorded with its reasons and never trained;
+2. probes on a CPU worker — a reject is recorded with its reasons and never trained; a probe with no
+   verdict (out of its budget, its worker died) is run again, up to ``resources.retries`` times, then
+   recorded inconclusive, and its structure stays open to structural dedupe's next proposal;
 3. functional dedupe — the same fingerprint as an earlier candidate reuses its result;
 4. training on every proxy task on the workers, in parallel (each task one objective).
 
@@ -35,12 +37,19 @@ import ray
 import ray.exceptions
 
 from evosearch.config import from_dict
-from evosearch.errors import EvosearchError, one_line
+from evosearch.errors import EvosearchError, one_line, shorten
 from evosearch.layers.graph_io import graph_to_dict
 from evosearch.outcomes import EVALUATED, SCORED, TRAINED_EXITS, ExitReason, Status, candidate_status
+from evosearch.runner.lock import DRIVER, RunLock
 from evosearch.runner.progress import Progress, SearchStats
 from evosearch.runner.run_config import RunConfig, blocking_changes, load_tasks
-from evosearch.runner.run_directory import CandidateRecord, RunDirectory, pareto_front, searcher_state
+from evosearch.runner.run_directory import (
+    CandidateRecord,
+    EventLog,
+    RunDirectory,
+    pareto_front,
+    searcher_state,
+)
 from evosearch.runner.workers import (
     load_packed_datasets,
     probe_remote,
@@ -61,6 +70,7 @@ class _Candidate:
     structural_hash: str
     probe: dict[str, Any] | None = None
     probe_s: float = 0.0
+    probe_attempts: int = 0
     train_started: float = 0.0
     results: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -109,13 +119,15 @@ class SearchDriver:
             }
         )
 
-    def restore(self) -> None:
-        """Load the checkpoint and the records; apply records the checkpoint has not seen yet."""
-        state = self.run_dir.load_checkpoint()
-        self.records = self.run_dir.read_events(repair=True)
-        if state is not None:
-            self.algorithm.load_state_dict(searcher_state(state)[1])
-            self.elapsed_before = state["elapsed_s"]
+    def restore(self, rebuild: bool = False) -> None:
+        """Load the checkpoint and the records; apply records the checkpoint has not seen yet. With
+        ``rebuild``, the checkpoint is set aside unread and the state rebuilt from the records."""
+        events = self.run_dir.read_log(repair=True, log=self.progress.log)
+        self.records = events.records
+        if rebuild:
+            self._rebuild(events)
+        elif (state := self.run_dir.load_checkpoint()) is not None:
+            self._load_state(state)
         for record in self.records:
             self._remember(record)
             if record.id in self.algorithm.pending:  # recorded just before the crash, not yet told
@@ -123,6 +135,41 @@ class SearchDriver:
         self.stats.evaluations = sum(r.status in EVALUATED for r in self.records)
         self.stats.candidates = len(self.records)
         self.checkpoint()
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        """The checkpoint's state, into the algorithm. The run directory checked its outline
+        (:meth:`RunDirectory.load_checkpoint`); the algorithm's own part is data too, and where it is
+        not what the algorithm wrote, the way out is the same as for a lost checkpoint."""
+        try:
+            self.algorithm.load_state_dict(searcher_state(state)[1])
+        except (KeyError, TypeError, ValueError, IndexError, EvosearchError) as e:
+            raise EvosearchError(
+                f"{self.run_dir.checkpoint_path} holds no {self.config.search.algorithm} state this "
+                f"evosearch reads ({type(e).__name__}: {shorten(one_line(e))}): restore it, or resume "
+                "with --rebuild-checkpoint to rebuild the search state from the records"
+            ) from None
+        self.elapsed_before = state["elapsed_s"]
+
+    def _rebuild(self, events: EventLog) -> None:
+        """The search state from the records alone, for a checkpoint lost, unreadable or older than
+        the records (``--rebuild-checkpoint``). What the records hold comes back exactly: numbering
+        goes on past every recorded id (a damaged line's too), the counters are counted, and each
+        record's proposal is taken back by the algorithm to be answered as it was, in the order it
+        was (:meth:`restore`), so what it learnt, such as the evolution's population, is what it
+        had. What only the checkpoint held is lost, and said: the random generator starts again
+        (:meth:`Searcher.resume_numbering`), proposals that were in flight are not run again (their
+        ids stay unused), and the search clock is read from the records' times."""
+        aside = self.run_dir.set_checkpoint_aside()
+        self.algorithm.resume_numbering(events.highest_id() + 1)
+        for record in self.records:
+            self.algorithm.adopt(_proposal(record))
+        self.elapsed_before = _records_span(self.records)
+        kept = f"; the old one is kept as {aside.name}" if aside else ""
+        self.progress.log(
+            f"rebuilt the search state from {len(self.records)} records: ids go on from "
+            f"{self.algorithm.next_id}, the random generator starts again, the search clock reads "
+            f"{self.elapsed_before / 60:.1f} min{kept}"
+        )
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.session_start
@@ -194,14 +241,17 @@ class SearchDriver:
             self._finish_as_copy(candidate, Status.DUPLICATE, self.by_hash[structural_hash])
             return
         self.by_hash[structural_hash] = proposal.id
-        ref = probe_remote.options(
-            num_cpus=self.config.resources.cpus_per_probe, max_retries=self.config.resources.retries
-        ).remote(
-            graph_to_dict(proposal.graph),
-            self.config.probes,
-            max(1, int(self.config.resources.cpus_per_probe)),
+        self._submit_probe(candidate)
+
+    def _submit_probe(self, candidate: _Candidate) -> None:
+        """Probe the candidate on a CPU worker. Ray does not retry it (``max_retries=0``): the driver
+        runs again every probe that came back without a verdict, whatever the cause
+        (:meth:`_on_inconclusive_probe`)."""
+        candidate.probe_attempts += 1
+        ref = probe_remote.options(num_cpus=self.config.resources.cpus_per_probe, max_retries=0).remote(
+            graph_to_dict(candidate.proposal.graph), self.config.probes
         )
-        self.refs[ref] = (proposal.id, None, time.monotonic())
+        self.refs[ref] = (candidate.proposal.id, None, time.monotonic())
 
     def _on_ready(self, ref: ray.ObjectRef) -> None:
         candidate_id, task_index, started = self.refs.pop(ref)
@@ -217,8 +267,12 @@ class SearchDriver:
             self._finish_trained(candidate)
 
     def _on_probe(self, candidate: _Candidate, probe: dict[str, Any], seconds: float) -> None:
-        candidate.probe, candidate.probe_s = probe, seconds
+        candidate.probe = {**probe, "attempts": candidate.probe_attempts}
+        candidate.probe_s += seconds
         self.stats.worker_s += float(probe.get("seconds") or 0.0)
+        if probe.get("inconclusive"):
+            self._on_inconclusive_probe(candidate, list(probe.get("reasons") or ["no verdict"]))
+            return
         if not probe.get("passed"):
             self._finish(candidate, Status.REJECTED, reasons=list(probe.get("reasons", ["probe failed"])))
             return
@@ -233,6 +287,17 @@ class SearchDriver:
         for k, (task, data_ref) in enumerate(zip(self.tasks, self.data_refs, strict=True)):
             ref = submit_training(graph_data, task, data_ref, self.config.resources)
             self.refs[ref] = (candidate.proposal.id, k, time.monotonic())
+
+    def _on_inconclusive_probe(self, candidate: _Candidate, reasons: list[str]) -> None:
+        """No verdict, which is no reject: probe again, up to ``resources.retries`` times; then record the
+        candidate inconclusive and free its structure, so that a later proposal of it is probed anew
+        instead of reusing a result that says nothing about the layer."""
+        if candidate.probe_attempts <= self.config.resources.retries:
+            self._submit_probe(candidate)
+            return
+        if self.by_hash.get(candidate.structural_hash) == candidate.proposal.id:
+            del self.by_hash[candidate.structural_hash]
+        self._finish(candidate, Status.INCONCLUSIVE, reasons=reasons)
 
     def _enforce_timeouts(self) -> None:
         limit = self.config.resources.evaluation_timeout_s
@@ -318,9 +383,14 @@ class SearchDriver:
             self.run_dir.write_best(self.records, self.objectives)
 
     def _remember(self, record: CandidateRecord) -> None:
-        """Index a finished record for deduplication and statistics."""
-        self.by_hash.setdefault(record.structural_hash, record.id)
-        if record.fingerprint and record.status is not Status.REJECTED:
+        """Index a finished record for deduplication and statistics. Only a record with a result of its
+        own stands for its structure: not an inconclusive one (no result), nor a duplicate (its original
+        stands, or, if that was inconclusive, nothing does), so a resumed run dedupes as the live one.
+        An inconclusive probe may have computed a fingerprint before its budget ran out: that record
+        stands for no function either."""
+        if record.status not in (Status.INCONCLUSIVE, Status.DUPLICATE):
+            self.by_hash.setdefault(record.structural_hash, record.id)
+        if record.fingerprint and record.status not in (Status.REJECTED, Status.INCONCLUSIVE):
             self.by_fingerprint.setdefault(record.fingerprint, record.id)
         self.stats.statuses[record.status.value] += 1
         if record.status is Status.TRAINED and record.scores:
@@ -343,11 +413,33 @@ class SearchDriver:
         self.stats.elapsed_s = self.elapsed()
 
 
+def _proposal(record: CandidateRecord) -> Proposal:
+    """The proposal a record was made from."""
+    fields = ("id", "origin", "parent", "mutation", "graph")
+    try:
+        return Proposal.from_json({name: getattr(record, name) for name in fields})
+    except (TypeError, EvosearchError) as e:  # TypeError: a mutation of other keys
+        message = f"candidate {record.id}'s record cannot be replayed: {shorten(one_line(e))}"
+        raise EvosearchError(message) from None
+
+
+def _records_span(records: list[CandidateRecord]) -> float:
+    """Seconds from the first record's start to the last one's finish: the search clock of a run of
+    one session; more where it had several, the pauses between them counted."""
+    if not records:
+        return 0.0
+    started = min(r.finished_at - r.seconds.get("total", 0.0) for r in records)
+    return max(0.0, max(r.finished_at for r in records) - started)
+
+
 def _get_probe(ref: ray.ObjectRef) -> dict[str, Any]:
+    """The probe's result; one without a verdict where its worker failed (died, out of memory): that
+    says nothing about the layer, and may depend on what else ran on the node."""
     try:
         return ray.get(ref)
-    except ray.exceptions.RayError as e:  # the probe's worker died, repeatedly: a reject, not a stop
-        return {"passed": False, "reasons": [f"probe worker failed: {type(e).__name__}"], "metrics": {}}
+    except ray.exceptions.RayError as e:
+        reason = f"probe worker failed: {type(e).__name__}"
+        return {"passed": False, "inconclusive": True, "reasons": [reason], "metrics": {}}
 
 
 @dataclass
@@ -380,7 +472,12 @@ def _stop_requests() -> Iterator[_StopRequest]:
 
 
 def run_search(
-    config: RunConfig, *, resume: bool = False, force: bool = False, progress: Progress | None = None
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    rebuild_checkpoint: bool = False,
+    progress: Progress | None = None,
 ) -> SearchSummary:
     """Run (or resume) the search ``config`` describes; see :class:`SearchDriver`.
 
@@ -388,9 +485,36 @@ def run_search(
     edited or renamed since then changes nothing, so a requeued job neither fails on it nor mixes two
     definitions of a task in one run's scores. The task files are resolved again only where the
     config's ``tasks`` changed, which ``force`` allows.
+
+    A resume continues from the checkpoint, which must cover the records: one missing while there
+    are records, or older than them, would hand out recorded ids again, so it is refused in one line
+    (:func:`_refuse_a_lost_checkpoint`). ``rebuild_checkpoint`` (``--rebuild-checkpoint``) is the
+    researcher's choice to continue without it: the checkpoint is set aside unread and the state
+    rebuilt from the records (:meth:`SearchDriver._rebuild` says what comes back and what does not).
+    Not the default, because the rebuilt run no longer replays as the original would have.
+
+    The run directory's lock is held throughout, taken before anything is checked, started or
+    written: a second driver on the same run (a requeued job beside the running one) is refused, and
+    every check it makes sees a directory no one else writes.
     """
     progress = progress or Progress()
     run_dir = RunDirectory(config.run_dir)
+    with RunLock(run_dir.path, DRIVER, stale_after_s=config.resources.lock_timeout_s) as lock:
+        return _search_locked(
+            config, run_dir, lock, resume=resume, force=force, rebuild=rebuild_checkpoint, progress=progress
+        )
+
+
+def _search_locked(
+    config: RunConfig,
+    run_dir: RunDirectory,
+    lock: RunLock,
+    *,
+    resume: bool,
+    force: bool,
+    rebuild: bool,
+    progress: Progress,
+) -> SearchSummary:
     changes: list[str] = []
     if resume:
         if not run_dir.exists():
@@ -402,8 +526,10 @@ def run_search(
                 f"the config differs from the run's saved config in {', '.join(changes)}; "
                 "resume with the saved one (evosearch run RUN_DIR --resume) or pass --force"
             )
-        _refuse_another_algorithm(run_dir, config)
-    elif run_dir.path.exists() and any(run_dir.path.iterdir()):
+        if not rebuild:  # a rebuilt state is the records': the checkpoint is not read
+            _refuse_another_algorithm(run_dir, config)
+            _refuse_a_lost_checkpoint(run_dir)
+    elif any(path != lock.path for path in run_dir.path.iterdir()):
         raise EvosearchError(
             f"{run_dir.path} already exists: resume it with --resume, or choose another name (--set name=...)"
         )
@@ -414,7 +540,7 @@ def run_search(
         run_dir.write_config(config)
         run_dir.write_tasks(tasks, objectives)
         if resume:
-            driver.restore()
+            driver.restore(rebuild)
             progress.log(f"resuming {run_dir.path}: {driver.stats.candidates} candidates done")
         finished = driver.run()
     finally:
@@ -436,6 +562,29 @@ def _refuse_another_algorithm(run_dir: RunDirectory, config: RunConfig) -> None:
         raise EvosearchError(
             f"{run_dir.path} was searched with search.algorithm={algorithm}; it cannot resume with "
             f"{config.search.algorithm}: start a new run for another algorithm"
+        )
+
+
+def _refuse_a_lost_checkpoint(run_dir: RunDirectory) -> None:
+    """Refuse, before anything is written, a checkpoint that does not cover the records: missing
+    while there are records (the ids would start at 0 again, and the records' own structures make
+    the new candidates duplicates of themselves), or older than them, e.g. restored from a copy
+    (ids would be handed out again). Damaged lines are said once, by the resume itself."""
+    events = run_dir.read_log(log=None)
+    checkpoint = run_dir.load_checkpoint()
+    rebuild = "--rebuild-checkpoint to rebuild the search state from the records"
+    if checkpoint is None and events.records:
+        raise EvosearchError(
+            f"{run_dir.checkpoint_path} is missing, but {run_dir.events_path} holds "
+            f"{len(events.records)} records: restore it, or resume with {rebuild}"
+        )
+    next_id = 0 if checkpoint is None else searcher_state(checkpoint)[1]["next_id"]
+    recorded = max((r.id for r in events.records), default=-1)
+    if recorded >= next_id:
+        raise EvosearchError(
+            f"{run_dir.checkpoint_path} is older than {run_dir.events_path}: it numbers the next "
+            f"candidate {next_id}, the records reach id {recorded}; restore the latest checkpoint, "
+            f"or resume with {rebuild}"
         )
 
 

@@ -9,6 +9,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from evosearch.outcomes import Status
+from evosearch.text import printable
+
 
 @dataclass
 class SearchStats:
@@ -37,6 +40,9 @@ class SearchStats:
         if rejected:
             top = ", ".join(f"{k} {v}" for k, v in self.rejections.most_common(3))
             parts.append(f"rejected {rejected} ({top})")
+        inconclusive = self.statuses[Status.INCONCLUSIVE.value]
+        if inconclusive:  # probes with no verdict: many means a probe budget too small for this machine
+            parts.append(f"inconclusive {inconclusive}")
         if self.best:
             parts.append("best " + ", ".join(f"{k} {v:.3f}" for k, v in self.best.items()))
         parts.append(f"busy {self.in_flight}/{self.concurrency}")
@@ -62,7 +68,7 @@ class Progress:
         if not self.enabled or (not force and now - self.last < self.interval):
             return
         self.last = now
-        line = stats.line()
+        line = printable(stats.line())  # objective names come from the config: no raw control characters
         if self.tty:
             self.stream.write("\r" + line.ljust(self.width))
             self.width = len(line)
@@ -77,7 +83,7 @@ class Progress:
         if self.tty and self.width:
             self.stream.write("\r" + " " * self.width + "\r")
             self.width = 0
-        self.stream.write(message + "\n")
+        self.stream.write(printable(message) + "\n")
         self.stream.flush()
 
     def close(self, stats: SearchStats) -> None:

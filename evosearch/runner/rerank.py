@@ -5,7 +5,8 @@ A proxy score is one short run with one seed; the ranking it gives is noisy. Rer
 the top K layers (and each reference seed) once per (task, seed) on the same Ray workers the search
 uses, and records the mean and standard deviation of the final top-1 accuracy. By default the tasks
 are the run's own, as it trained on them (``RUN/tasks.yaml``), whatever became of the task files.
-Every task's results go to ``RUN/rerank/<task>.json``, replaced atomically.
+Every task's results go to ``RUN/rerank/<task>.json``, replaced atomically; the task's name is made a
+plain file name there (:func:`safe_filename`), so that no name leads out of the run.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import numpy as np
 import ray
 
 from evosearch.config import ConfigError, to_dict, with_overrides
-from evosearch.errors import EvosearchError
-from evosearch.files import atomic_write_text
+from evosearch.errors import EvosearchError, brief
+from evosearch.files import atomic_write_text, child_path, safe_filename
 from evosearch.layers.graph_io import graph_to_dict
 from evosearch.layers.seeds import seed_graph
 from evosearch.outcomes import TRAINED_EXITS, ExitReason
 from evosearch.runner.driver import start_ray
+from evosearch.runner.lock import RERANK, RunLock
 from evosearch.runner.run_config import RunConfig, TaskSpec, load_tasks
 from evosearch.runner.run_directory import RunDirectory, rank_records
 from evosearch.runner.workers import load_packed_datasets, put_datasets, submit_training, training_result
@@ -145,25 +147,45 @@ def rerank(
         config = dataclasses.replace(config, resources=dataclasses.replace(config.resources, address=address))
     layers = select_layers(run, top, list(references))
     task_configs, names = resolve_tasks(run, list(tasks), list(overrides))
+    paths = task_files(run, names)  # as the data: a name that cannot be written fails before training
     packed = load_packed_datasets(task_configs)  # missing data fails here, before Ray starts
     if log is not None:
         log(
             f"training {len(layers)} layers x {len(names)} tasks x {seeds} seeds "
             f"= {len(layers) * len(names) * seeds} runs"
         )
-    owns_ray = start_ray(config)
-    try:
-        results = _train_all(config, layers, task_configs, packed, seeds)
-    finally:
-        if owns_ray:
-            ray.shutdown()
-    rows = [RerankRow(layer.label, layer.kind, layer.id, layer.formula) for layer in layers]
-    for (i, k), runs in results.items():
-        rows[i].tasks[names[k]] = _scores(runs)
-    files = [
-        _write_task(run, name, task, seeds, rows) for name, task in zip(names, task_configs, strict=True)
-    ]
+    # One rerank at a time writes RUN/rerank/; a search running beside it writes other files.
+    with RunLock(run.path, RERANK, stale_after_s=config.resources.lock_timeout_s):
+        owns_ray = start_ray(config)
+        try:
+            results = _train_all(config, layers, task_configs, packed, seeds)
+        finally:
+            if owns_ray:
+                ray.shutdown()
+        rows = [RerankRow(layer.label, layer.kind, layer.id, layer.formula) for layer in layers]
+        for (i, k), runs in results.items():
+            rows[i].tasks[names[k]] = _scores(runs)
+        files = [
+            _write_task(path, name, task, seeds, rows)
+            for path, name, task in zip(paths, names, task_configs, strict=True)
+        ]
     return RerankResult(str(run.path), names, seeds, rows, files)
+
+
+def task_files(run: RunDirectory, names: list[str]) -> list[Path]:
+    """Where each task's table goes: ``RUN/rerank/<name>.json``, the name made a plain file name. Two
+    names that make one file name (``a/b``, ``a_b``) are refused rather than one table lost."""
+    folder = child_path(run.path, RERANK_DIR)
+    paths = [child_path(folder, f"{safe_filename(name)}.json") for name in names]
+    first: dict[Path, str] = {}
+    for name, path in zip(names, paths, strict=True):
+        if path in first:
+            raise EvosearchError(
+                f"tasks {brief(first[path])} and {brief(name)} would both write {RERANK_DIR}/{path.name}; "
+                "rename one of them"
+            )
+        first[path] = name
+    return paths
 
 
 def _train_all(
@@ -198,7 +220,7 @@ def _scores(runs: list[dict[str, Any]]) -> TaskScores:
     return TaskScores(top1, exits, mean, std)
 
 
-def _write_task(run: RunDirectory, name: str, task: TaskConfig, seeds: int, rows: list[RerankRow]) -> str:
+def _write_task(path: Path, name: str, task: TaskConfig, seeds: int, rows: list[RerankRow]) -> str:
     layers = []
     for row in rows:
         data = row.to_json()
@@ -209,5 +231,4 @@ def _write_task(run: RunDirectory, name: str, task: TaskConfig, seeds: int, rows
         "seeds": [task.train.seed + s for s in range(seeds)],
         "layers": layers,
     }
-    path = run.path / RERANK_DIR / f"{name}.json"
     return str(atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n"))

@@ -7,15 +7,17 @@ resolved configuration is saved as ``runs/<name>/config.yaml``; resuming compare
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from evosearch.config import ConfigError, config_names, config_path, load_config, shipped_configs, to_dict
-from evosearch.errors import EvosearchError
+from evosearch.errors import EvosearchError, brief, listing, shorten
 from evosearch.layers.seeds import SEEDS, seed_graph
 from evosearch.probes.screen import ProbeConfig
+from evosearch.runner.lock import MIN_LOCK_TIMEOUT_S, STALE_AFTER_S
 from evosearch.search import Searcher, create_searcher, searcher_class
 from evosearch.search.evolution import EvolutionSettings
 from evosearch.search.mutation import SearchSpace
@@ -25,7 +27,15 @@ from primitives import BATCH_INDEPENDENT_SEARCH_OPS, PRIMITIVES, SEARCH_OPS
 
 OP_SETS = {"search": SEARCH_OPS, "batch_independent": BATCH_INDEPENDENT_SEARCH_OPS}
 # Keys a resumed run may change without --force: they do not change what the search computes.
-RESUMABLE_CHANGES = ("resources.", "search.max_evaluations", "search.max_minutes", "search.max_candidates")
+# Nor does where the run directory is: a moved run resumes where it now is.
+RESUMABLE_CHANGES = (
+    "resources.",
+    "search.max_evaluations",
+    "search.max_minutes",
+    "search.max_candidates",
+    "output_dir",
+    "name",
+)
 
 
 _EVOLUTION = EvolutionSettings()  # the one place the evolution settings' defaults are written
@@ -51,24 +61,34 @@ class SearchConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"search.{key} must be at least 1, got {value}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ConfigError(f"search.max_minutes must be positive, got {self.max_minutes}")
+        if self.max_minutes is not None and not 0 < self.max_minutes < math.inf:
+            raise ConfigError(f"search.max_minutes must be positive and finite, got {self.max_minutes}")
         try:
             searcher_class(self.algorithm)
         except EvosearchError as e:
             raise ConfigError(f"search.algorithm: {e}") from None
         self.op_set()
         self.seed_names()
+        self.space()
+        self.evolution_settings()
+
+    def evolution_settings(self) -> EvolutionSettings:
+        """The evolution's settings from this section: built (so checked) as the config loads, so that
+        ``evosearch config`` refuses what ``evosearch run`` would."""
+        try:
+            return EvolutionSettings(**{f.name: getattr(self, f.name) for f in fields(EvolutionSettings)})
+        except EvosearchError as e:
+            raise ConfigError(f"search: {e}") from None
 
     def op_set(self) -> frozenset[str]:
         if isinstance(self.ops, str):
             if self.ops not in OP_SETS:
-                raise ConfigError(f"search.ops: unknown op set {self.ops!r}; sets: {', '.join(OP_SETS)}")
+                raise ConfigError(f"search.ops: unknown op set {brief(self.ops)}; sets: {', '.join(OP_SETS)}")
             return OP_SETS[self.ops]
         unknown = sorted(set(self.ops) - set(PRIMITIVES))
         if unknown or not self.ops:
             raise ConfigError(
-                f"search.ops: unknown ops {unknown or '(empty)'}; known: {', '.join(PRIMITIVES)}"
+                f"search.ops: unknown ops {listing(unknown) or '(empty)'}; known: {', '.join(PRIMITIVES)}"
             )
         return frozenset(self.ops)
 
@@ -76,16 +96,19 @@ class SearchConfig:
         if self.seeds == "all":
             names = list(SEEDS)
         elif isinstance(self.seeds, str):
-            raise ConfigError(f"search.seeds must be 'all' or a list of seed names, got {self.seeds!r}")
+            raise ConfigError(f"search.seeds must be 'all' or a list of seed names, got {brief(self.seeds)}")
         else:
             names = list(self.seeds)
         unknown = [n for n in names if n not in SEEDS]
         if unknown:
-            raise ConfigError(f"search.seeds: unknown seeds {unknown}; seeds: {', '.join(SEEDS)}")
+            raise ConfigError(f"search.seeds: unknown seeds {listing(unknown)}; seeds: {', '.join(SEEDS)}")
         return names
 
     def space(self) -> SearchSpace:
-        return SearchSpace(ops=self.op_set(), max_nodes=self.max_nodes)
+        try:
+            return SearchSpace(ops=self.op_set(), max_nodes=self.max_nodes)
+        except EvosearchError as e:
+            raise ConfigError(f"search: {e}") from None
 
     def searcher(self, num_objectives: int, seed: int) -> Searcher:
         """The configured algorithm over the configured space, starting from the configured seeds."""
@@ -117,16 +140,38 @@ class ResourcesConfig:
     cpus_per_evaluation: float = 1.0
     gpus_per_evaluation: float = 0.0  # fractional values pack several evaluations on one GPU
     cpus_per_probe: float = 1.0
-    retries: int = 2  # re-runs of a training whose worker died or whose device faulted
+    retries: int = 2  # re-runs of a training whose worker died or device faulted, of a probe with no verdict
     evaluation_timeout_s: float = 1800.0  # per training task
+    # A driver's lock with no heartbeat for this long is taken over (a driver on this machine whose
+    # process is gone: at once). Above the file system's attribute caching: NFS caches up to 60 s.
+    lock_timeout_s: float = STALE_AFTER_S
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigError("resources.concurrency must be at least 1")
-        if self.retries < 0 or self.evaluation_timeout_s <= 0:
-            raise ConfigError("resources.retries must be >= 0 and evaluation_timeout_s > 0")
-        if self.cpus_per_evaluation < 0 or self.gpus_per_evaluation < 0 or self.cpus_per_probe < 0:
-            raise ConfigError("resources: CPUs and GPUs per task must be >= 0")
+        if self.retries < 0 or not 0 < self.evaluation_timeout_s < math.inf:
+            raise ConfigError("resources.retries must be >= 0 and evaluation_timeout_s positive and finite")
+        for key in ("num_cpus", "num_gpus"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise ConfigError(f"resources.{key} must be >= 0, got {getattr(self, key)}")
+        if not MIN_LOCK_TIMEOUT_S <= self.lock_timeout_s < math.inf:
+            least = f"{MIN_LOCK_TIMEOUT_S:.0f} s"
+            raise ConfigError(f"resources.lock_timeout_s must be finite and at least {least}")
+        for key in ("cpus_per_evaluation", "gpus_per_evaluation", "cpus_per_probe"):
+            if not 0 <= getattr(self, key) < math.inf:
+                raise ConfigError(f"resources.{key} must be >= 0 and finite, got {getattr(self, key)}")
+        self._check_tasks_fit()
+
+    def _check_tasks_fit(self) -> None:
+        """A local instance too small for one evaluation or probe would wait for resources forever."""
+        needs = {
+            "num_cpus": max(self.cpus_per_evaluation, self.cpus_per_probe),
+            "num_gpus": self.gpus_per_evaluation,
+        }
+        for key, need in needs.items():
+            have = getattr(self, key)
+            if have is not None and have < need:
+                raise ConfigError(f"resources.{key} is {have}: one evaluation or probe needs {need:g}")
 
 
 @dataclass
@@ -140,8 +185,10 @@ class RunConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise ConfigError(f"name {self.name!r} must be a plain directory name")
+        if not self.name or "/" in self.name or self.name.startswith(".") or not self.name.isprintable():
+            raise ConfigError(f"name {brief(self.name)} must be a plain directory name")
+        if not self.output_dir or not self.output_dir.isprintable():
+            raise ConfigError(f"output_dir {brief(self.output_dir)} must be a path of printable characters")
         if not self.tasks:
             raise ConfigError("tasks: at least one proxy task is needed")
 
@@ -160,11 +207,12 @@ def load_tasks(config: RunConfig, overrides: Sequence[str] = ()) -> tuple[list[T
         try:
             task = load_task(spec.task, [*own, *overrides])
         except ConfigError as e:
-            raise ConfigError(f"tasks[{i}] ({spec.task}): {e}") from None
+            raise ConfigError(f"tasks[{i}] ({shorten(spec.task)}): {e}") from None
         tasks.append(task)
         names.append(spec.name or task.name)
     if len(set(names)) != len(names):
-        raise ConfigError(f"tasks: objective names must differ, got {names}; set 'name:' on each task")
+        got = listing(names)
+        raise ConfigError(f"tasks: objective names must differ, got {got}; set 'name:' on each task")
     return tasks, names
 
 

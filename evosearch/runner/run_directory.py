@@ -7,7 +7,10 @@
   before (only a forced resume whose config changed ``tasks`` resolves them again). A run written
   before this file existed resolves its tasks from ``config.yaml`` instead.
 - ``events.jsonl``: append-only, one :class:`CandidateRecord` per finished candidate; a record counts
-  only once written, flushed and fsynced. A line torn by a crash is dropped when the run is reopened.
+  only once written, flushed and fsynced. A line torn by a crash is dropped when the run is reopened;
+  any other damage loses no record (:meth:`RunDirectory.read_log`).
+- ``events.jsonl.corrupt``: lines set aside from ``events.jsonl`` on resume, with their line numbers
+  and why; evosearch only ever appends to it.
 - ``checkpoint.json``: the search state (population, pending proposals, RNG, counters) with the
   format's ``version``, replaced atomically after every proposal and every record.
 - ``best/``: the Pareto front of all trained candidates: graph files, exported modules, an index.
@@ -17,9 +20,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import os
+import sys
 import time
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +37,10 @@ import moocore
 import numpy as np
 import yaml
 
-from evosearch.config import ConfigError, from_dict, to_dict
-from evosearch.errors import EvosearchError, one_line
-from evosearch.files import atomic_write_text
-from evosearch.layers.codegen import export_layer
+from evosearch.config import ConfigError, from_dict, load_yaml, to_dict
+from evosearch.errors import EvosearchError, brief, shorten
+from evosearch.files import atomic_write_bytes, atomic_write_text, child_path, safe_filename
+from evosearch.layers.codegen import layer_source
 from evosearch.layers.graph_io import graph_from_dict, save_graph
 from evosearch.outcomes import SCORED, Status
 from evosearch.runner.run_config import RunConfig, load_tasks
@@ -40,7 +49,10 @@ from evosearch.tasks.train import TaskConfig
 CONFIG_FILE = "config.yaml"
 TASKS_FILE = "tasks.yaml"
 EVENTS_FILE = "events.jsonl"
+SET_ASIDE_FILE = "events.jsonl.corrupt"
+NOT_JSON = "not a line of JSON"
 CHECKPOINT_FILE = "checkpoint.json"
+ID_LIMIT = 2**63  # ids are below it: they go into file and class names
 BEST_DIR = "best"
 # Raise it when a change of layout would be misread by a reader of the last one; keep reading the old.
 CHECKPOINT_VERSION = 2  # the searcher's state under "searcher", its name under "algorithm"
@@ -78,33 +90,131 @@ class CandidateRecord:
         return data
 
     @staticmethod
-    def from_json(data: dict[str, Any]) -> CandidateRecord:
+    def from_json(data: Any) -> CandidateRecord:
+        """The record ``data`` (a line of ``events.jsonl``, parsed) holds. One rule: a JSON object with
+        exactly this class's fields (those with defaults may be left out), each of its declared type;
+        ``id``, ``parent`` and ``same_as`` are ints (not bools, floats or strings), a float field also
+        takes an int. Anything else raises :class:`RecordError` naming the field: a record once read
+        is trusted, its id even goes into file names."""
+        if not isinstance(data, dict):
+            raise RecordError(f"not a JSON object but {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(CandidateRecord)}
+        unknown = [key for key in data if key not in fields]
+        if unknown:
+            raise RecordError(f"unknown key {shorten(str(unknown[0]), 40)}")
+        missing = [name for name, f in fields.items() if name not in data and _is_required(f)]
+        if missing:
+            raise RecordError(f"missing key {missing[0]}")
+        for name, value in data.items():
+            if not _is_of(value, _RECORD_TYPES[name]):
+                raise RecordError(f"{name} must be {_expected(fields[name])}")
+        for name in ("id", "parent", "same_as"):  # ids become file and class names: keep them short
+            if data.get(name) is not None and not 0 <= data[name] < ID_LIMIT:
+                raise RecordError(f"{name} must be an id from 0 to 2**63 - 1")
         return CandidateRecord(**{**data, "status": Status(data["status"])})
+
+
+class RecordError(EvosearchError):
+    """A line of ``events.jsonl`` is not a :class:`CandidateRecord`: see :meth:`CandidateRecord.from_json`."""
+
+
+_RECORD_TYPES = typing.get_type_hints(CandidateRecord)
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _is_of(value: Any, hint: Any) -> bool:
+    """Whether ``value``, parsed JSON, is of the type ``hint`` (the kinds a record's fields use)."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType):
+        return any(_is_of(value, arg) for arg in args)
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_is_of(item, args[0]) for item in value)
+    if typing.get_origin(hint) is dict:
+        return isinstance(value, dict) and all(_is_of(item, args[1]) for item in value.values())
+    if hint is Any:
+        return True
+    if isinstance(value, bool):  # a bool is an int to Python, never to a record
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, str) and value in {member.value for member in hint}
+    return isinstance(value, hint)
+
+
+def _expected(f: dataclasses.Field) -> str:
+    """A field's type as its error message names it: the annotation, an enum's values."""
+    hint = _RECORD_TYPES[f.name]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(member.value for member in hint)
+    return str(f.type)
+
+
+@dataclass(frozen=True)
+class DamagedLine:
+    """A complete line of ``events.jsonl`` that is not a record to read, or repeats an id."""
+
+    number: int  # from 1, in the file as read
+    reason: str
+    text: bytes  # as it was, newline included
+    id: int | None = None  # the id it names, where one can be read: never handed out again
+
+
+@dataclass
+class EventLog:
+    """What ``events.jsonl`` holds: the records to read, in the order they were written, and the
+    lines that are not (see :meth:`RunDirectory.read_log`)."""
+
+    records: list[CandidateRecord]
+    damaged: list[DamagedLine]
+
+    def highest_id(self) -> int:
+        """The highest id of any record or damaged line; -1 where there is none."""
+        ids = [r.id for r in self.records] + [d.id for d in self.damaged if d.id is not None]
+        return max(ids, default=-1)
+
+    def summary(self, limit: int = 3) -> str:
+        """The damaged lines by number and reason, the first ``limit`` of them."""
+        shown = "; ".join(f"line {d.number}: {d.reason}" for d in self.damaged[:limit])
+        more = len(self.damaged) - limit
+        return shown + (f"; {more} more" if more > 0 else "")
+
+
+def warn(message: str) -> None:
+    """Where a reader's warnings go unless it is given another ``log``: one line on stderr, in the
+    form of the CLI's errors, so ``report``, ``export`` and ``rerank`` say what they skipped."""
+    print(f"evosearch: warning: {message}", file=sys.stderr, flush=True)
 
 
 class RunDirectory:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
+    # A run directory may come from elsewhere: a file of it that is a link out of it (events.jsonl ->
+    # ~/.bashrc) would have evosearch append, truncate or delete there. Its paths refuse to lead out.
+
     @property
     def config_path(self) -> Path:
-        return self.path / CONFIG_FILE
+        return child_path(self.path, CONFIG_FILE)
 
     @property
     def tasks_path(self) -> Path:
-        return self.path / TASKS_FILE
+        return child_path(self.path, TASKS_FILE)
 
     @property
     def events_path(self) -> Path:
-        return self.path / EVENTS_FILE
+        return child_path(self.path, EVENTS_FILE)
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.path / CHECKPOINT_FILE
+        return child_path(self.path, CHECKPOINT_FILE)
 
     @property
     def best_path(self) -> Path:
-        return self.path / BEST_DIR
+        return child_path(self.path, BEST_DIR)
 
     def exists(self) -> bool:
         return self.config_path.is_file()
@@ -122,10 +232,7 @@ class RunDirectory:
 
     def read_config_data(self) -> dict[str, Any]:
         self._check_is_run()
-        try:
-            data = yaml.safe_load(self.config_path.read_text())
-        except yaml.YAMLError as e:
-            raise EvosearchError(f"{self.config_path}: malformed YAML: {one_line(e)}") from None
+        data = load_yaml(self.config_path)
         if not isinstance(data, dict):
             raise EvosearchError(f"{self.config_path}: not a run configuration")
         return data
@@ -167,10 +274,7 @@ class RunDirectory:
         self._check_is_run()
         if not self.tasks_path.is_file():
             return None
-        try:
-            data = yaml.safe_load(self.tasks_path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{self.tasks_path}: malformed YAML: {one_line(e)}") from None
+        data = load_yaml(self.tasks_path)
         entries = data.get("objectives") if isinstance(data, dict) else None
         if not entries or not all(_is_task_entry(e) for e in entries):
             raise ConfigError(f"{self.tasks_path}: expected 'objectives:', a list of {{name, task}} entries")
@@ -186,25 +290,66 @@ class RunDirectory:
             f.flush()
             os.fsync(f.fileno())
 
-    def read_events(self, repair: bool = False) -> list[CandidateRecord]:
-        """All complete records. A torn last line (a crash mid-write) is ignored, and with ``repair``
-        cut from the file so that appending continues cleanly."""
+    @property
+    def set_aside_path(self) -> Path:
+        return child_path(self.path, SET_ASIDE_FILE)
+
+    def read_events(
+        self, repair: bool = False, log: Callable[[str], None] | None = warn
+    ) -> list[CandidateRecord]:
+        """The records of :meth:`read_log`."""
+        return self.read_log(repair, log).records
+
+    def read_log(self, repair: bool = False, log: Callable[[str], None] | None = warn) -> EventLog:
+        """Every intact record of ``events.jsonl``, in the order written; damage loses none of them.
+
+        - A torn last line (no newline, not JSON: a crash mid-write) never counted and is left out:
+          its candidate is still pending in the checkpoint and runs again. A last line that is whole
+          JSON, only its newline missing, is read as any other.
+        - Any other line that is not a record (:meth:`CandidateRecord.from_json`), and any record
+          whose id an earlier one has (a past double-driver bug), is damaged: the others are read
+          and ``log`` says so in one line (``log=None``: nowhere). Of an id, the record written
+          first is kept: every reader before the repeat saw that one, and a later record's
+          ``same_as`` or ``parent`` was most likely written against it.
+
+        With ``repair`` (a resume, before appending), the damaged lines are first appended to
+        ``events.jsonl.corrupt`` with their line numbers, never deleted, then ``events.jsonl`` is
+        replaced at once by the records alone, newline-terminated, so it is clean to append to.
+        Without it, reading writes nothing: ``report`` may read a run that is still going."""
+        if not self.events_path.exists():
+            return EventLog([], [])
         if not self.events_path.is_file():
-            return []
+            raise EvosearchError(f"{self.events_path} is not a file: the run's records cannot be read")
         raw = self.events_path.read_bytes()
-        records, good_end = [], 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                records.append(CandidateRecord.from_json(json.loads(line)))
-            except (ValueError, TypeError, KeyError):
-                break
-            good_end += len(line)
-        if repair and good_end < len(raw):
-            with open(self.events_path, "r+b") as f:
-                f.truncate(good_end)
-        return records
+        *complete, tail = raw.split(b"\n")
+        lines = [line + b"\n" for line in complete]
+        events, kept = _parse_lines(lines)
+        last = _parse_line(len(lines) + 1, tail + b"\n", {r.id for r in events.records}) if tail else None
+        if isinstance(last, CandidateRecord):  # whole but for its newline
+            events.records.append(last)
+            kept.append(tail + b"\n")
+        elif last is not None and last.reason != NOT_JSON:  # whole too, but no record: damaged
+            events.damaged.append(last)
+        if events.damaged and log is not None:
+            count = f"{len(events.damaged)} damaged line(s)"
+            done = f"set aside {count} in {SET_ASIDE_FILE}" if repair else f"skipped {count}"
+            kept_count = f"all {len(events.records)} intact records kept"
+            log(f"{self.events_path}: {done} ({events.summary()}); {kept_count}")
+        if repair and b"".join(kept) != raw:
+            self._set_aside(events.damaged)
+            atomic_write_bytes(self.events_path, b"".join(kept))
+        return events
+
+    def _set_aside(self, damaged: list[DamagedLine]) -> None:
+        """Append ``damaged`` to ``events.jsonl.corrupt``, durably, under a line saying when."""
+        if not damaged:
+            return
+        entries = [f"line {d.number} ({d.reason}): ".encode() + d.text for d in damaged]
+        header = f"# set aside from {EVENTS_FILE} on {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+        with open(self.set_aside_path, "ab") as f:
+            f.write(header + b"".join(entries))
+            f.flush()
+            os.fsync(f.fileno())
 
     # ---- checkpoint -----------------------------------------------------------------------------
 
@@ -215,35 +360,112 @@ class RunDirectory:
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The last checkpoint; None where there is none. One of another format version is refused
-        rather than misread."""
+        rather than misread, and so is one without what every reader takes from it (the algorithm,
+        the next id, the pending proposals, the clock); the algorithm's own part is checked by its
+        ``load_state_dict``."""
         if not self.checkpoint_path.is_file():
             return None
         try:
             state = json.loads(self.checkpoint_path.read_text())
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested thousands of levels deep
             raise EvosearchError(
-                f"{self.checkpoint_path} is unreadable ({e}); the run cannot resume"
+                f"{self.checkpoint_path} is unreadable ({shorten(str(e))}): restore it, or resume with "
+                f"--rebuild-checkpoint to rebuild the search state from {EVENTS_FILE}"
             ) from None
         version = state.get("version") if isinstance(state, dict) else None
         if version not in READABLE_CHECKPOINT_VERSIONS or isinstance(version, bool):
             readable = ", ".join(map(str, READABLE_CHECKPOINT_VERSIONS))
             raise EvosearchError(
-                f"{self.checkpoint_path}: checkpoint version {version!r} is not one this evosearch "
+                f"{self.checkpoint_path}: checkpoint version {brief(version)} is not one this evosearch "
                 f"reads ({readable}); use the evosearch version that wrote the run"
             )
+        if not _is_search_state(state):
+            raise EvosearchError(
+                f"{self.checkpoint_path} does not hold a search state this evosearch reads: restore it, "
+                f"or resume with --rebuild-checkpoint to rebuild the search state from {EVENTS_FILE}"
+            )
         return state
+
+    def set_checkpoint_aside(self) -> Path | None:
+        """Move ``checkpoint.json`` out of the way of a rebuilt one, to a name with the time: a
+        checkpoint is never deleted. The new path; None where there was no checkpoint."""
+        if not self.checkpoint_path.exists():
+            return None
+        aside = self.checkpoint_path.with_name(f"{CHECKPOINT_FILE}.{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.checkpoint_path, aside)
+        return aside
 
     # ---- best -----------------------------------------------------------------------------------
 
     def write_best(self, records: list[CandidateRecord], objectives: list[str]) -> list[CandidateRecord]:
-        """The Pareto front of the trained records as graph files, modules and an index."""
+        """The Pareto front of the trained records as graph files, modules and an index. The files of
+        ``best/`` are evosearch's: one that is not the front's goes (a folder there stays)."""
         front = pareto_front(records)
-        stems = export_records(front, self.best_path, objectives, title="Pareto front")
+        best = self.best_path
+        stems = export_records(front, best, objectives, title="Pareto front")
         keep = {f"{stem}{suffix}" for stem in stems for suffix in (".yaml", ".py")} | {"README.md"}
-        for stale in self.best_path.iterdir():
-            if stale.name not in keep:
+        for stale in best.iterdir():
+            if stale.name not in keep and not stale.is_dir():
                 stale.unlink()
         return front
+
+
+def _parse_lines(lines: list[bytes]) -> tuple[EventLog, list[bytes]]:
+    """The records and damaged lines among complete ``lines``; the lines of the records."""
+    log, kept = EventLog([], []), []
+    seen: set[int] = set()
+    for number, line in enumerate(lines, start=1):
+        parsed = _parse_line(number, line, seen)
+        if isinstance(parsed, DamagedLine):
+            log.damaged.append(parsed)
+            continue
+        log.records.append(parsed)
+        kept.append(line)
+        seen.add(parsed.id)
+    return log, kept
+
+
+def _parse_line(number: int, line: bytes, seen: set[int]) -> CandidateRecord | DamagedLine:
+    """Line ``number``'s record, or why it is damaged; ``seen``: the ids of the records before it."""
+    try:
+        data = json.loads(line.decode("utf-8-sig"))  # -sig: a byte order mark an editor put first
+    except (ValueError, RecursionError):  # a UnicodeDecodeError is a ValueError
+        return DamagedLine(number, NOT_JSON, line)
+    named = data.get("id") if isinstance(data, dict) else None
+    named = named if _is_of(named, int) and 0 <= named < ID_LIMIT else None
+    try:
+        record = CandidateRecord.from_json(data)
+    except RecordError as e:
+        return DamagedLine(number, str(e), line, named)
+    if record.id in seen:
+        return DamagedLine(number, f"repeats id {record.id}, whose first record is kept", line, record.id)
+    return record
+
+
+def _is_search_state(checkpoint: dict[str, Any]) -> bool:
+    """Whether a checkpoint of a readable version has the parts every reader takes from it (a
+    population is the evolution's, and only a list of members)."""
+    key = "evolution" if checkpoint["version"] == 1 else "searcher"
+    searcher = checkpoint.get(key)
+    return (
+        (checkpoint["version"] == 1 or isinstance(checkpoint.get("algorithm"), str))
+        and _is_of(checkpoint.get("elapsed_s"), float)
+        and isinstance(searcher, dict)
+        and _is_of(searcher.get("next_id"), int)
+        and 0 <= searcher["next_id"] <= ID_LIMIT
+        and _is_of(searcher.get("pending"), list[dict[str, Any]])
+        and _is_of(searcher.get("population", []), list[Any])
+        and all(_is_member(m) for m in searcher.get("population", []))  # report reads it too
+    )
+
+
+def _is_member(member: Any) -> bool:
+    """Whether a population member has what a report reads of it: an id, scores."""
+    return (
+        isinstance(member, dict)
+        and _is_of(member.get("id"), int)
+        and _is_of(member.get("scores"), list[float])
+    )
 
 
 def searcher_state(checkpoint: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -292,16 +514,18 @@ def export_records(
     records: list[CandidateRecord], directory: Path, objectives: list[str], title: str
 ) -> list[str]:
     """Each record's graph file and standalone module as ``<rank>_candidate_<id>.yaml`` / ``.py``
-    (class ``Candidate<id>``), and ``README.md`` indexing them; the file stems, in rank order."""
+    (class ``Candidate<id>``), and ``README.md`` indexing them; the file stems, in rank order. Every
+    file lands in ``directory`` whatever the records hold (:func:`child_path`)."""
     directory.mkdir(parents=True, exist_ok=True)
     stems = []
     for rank, record in enumerate(records):
-        stem = f"{rank:02d}_candidate_{record.id}"
+        stem = safe_filename(f"{rank:02d}_candidate_{record.id}")
         graph = graph_from_dict(record.graph)
-        save_graph(graph, directory / f"{stem}.yaml")
-        export_layer(graph, directory / f"{stem}.py", class_name=f"Candidate{record.id}")
+        module = layer_source(graph, class_name=f"Candidate{record.id}")  # checked before a file is written
+        save_graph(graph, child_path(directory, f"{stem}.yaml"))
+        atomic_write_text(child_path(directory, f"{stem}.py"), module)
         stems.append(stem)
-    atomic_write_text(directory / "README.md", best_index(records, objectives, title))
+    atomic_write_text(child_path(directory, "README.md"), best_index(records, objectives, title))
     return stems
 
 

@@ -96,9 +96,9 @@ def worker_info() -> dict[str, Any]:
     }
 
 
-def probe_candidate(graph_data: dict[str, Any], config: ProbeConfig, threads: int) -> dict[str, Any]:
-    # Torch threads = the CPUs Ray granted: more would contend with the tasks beside this one.
-    torch.set_num_threads(max(1, threads))
+def probe_candidate(graph_data: dict[str, Any], config: ProbeConfig) -> dict[str, Any]:
+    """Probe one candidate; torch runs on this thread alone while it does (see ``probe_layer``), so
+    ``resources.cpus_per_probe`` is what Ray reserves, not what the probe uses."""
     result = probe_layer(graph_from_dict(graph_data), config).to_json()
     result["worker"] = worker_info()
     return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evosearch.errors import EvosearchError
+from evosearch.errors import EvosearchError, brief
 from evosearch.layers.graph import LayerGraph
 from evosearch.search.evolution import EvolutionSettings, RegularizedEvolution
 from evosearch.search.mutation import SearchSpace
@@ -40,7 +40,7 @@ def searcher_class(name: str) -> type[Searcher]:
         return SEARCHERS[name]
     except KeyError:
         raise EvosearchError(
-            f"unknown search algorithm {name!r}; algorithms: {', '.join(SEARCHERS)}"
+            f"unknown search algorithm {brief(name)}; algorithms: {', '.join(SEARCHERS)}"
         ) from None
 
 

@@ -13,6 +13,7 @@ scores; a discarded one (rejected before training, or a duplicate) never becomes
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -44,7 +45,10 @@ class EvolutionSettings:
         if self.seed_mutations < 0 or self.random_graphs < 0:
             raise EvosearchError("seed_mutations and random_graphs must be >= 0")
         unknown = set(self.mutation_weights) - set(MUTATIONS)
-        if unknown or not any(w > 0 for w in self.mutation_weights.values()):
+        weights = self.mutation_weights.values()
+        if not all(0 <= w < math.inf for w in weights):  # NaN fails too: random.choices would misdraw
+            raise EvosearchError("mutation weights must be >= 0 and finite")
+        if unknown or not any(w > 0 for w in weights):
             raise EvosearchError(
                 f"mutation weights: unknown {sorted(unknown)} or none positive; "
                 f"mutations: {', '.join(MUTATIONS)}"

@@ -25,7 +25,7 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from evosearch.errors import EvosearchError, GraphError
+from evosearch.errors import EvosearchError, GraphError, brief
 from evosearch.layers.formula import EVONORM_VECTORS
 from evosearch.layers.graph import (
     AFFINE_NAMES,
@@ -35,6 +35,7 @@ from evosearch.layers.graph import (
     Node,
     check_identifier,
     format_number,
+    is_finite,
 )
 from primitives import PRIMITIVES, SEARCH_OPS, Kind
 
@@ -70,7 +71,7 @@ class SearchSpace:
             raise EvosearchError(f"search space: unknown or no ops ({', '.join(unknown) or 'empty'})")
         if not isinstance(self.max_nodes, int) or isinstance(self.max_nodes, bool) or self.max_nodes < 1:
             raise EvosearchError(
-                f"search space: max_nodes must be a positive integer, got {self.max_nodes!r}"
+                f"search space: max_nodes must be a positive integer, got {brief(self.max_nodes)}"
             )
         vectors = {
             check_identifier(k, "vector"): _finite(v, f"vector {k!r}") for k, v in self.vectors.items()
@@ -168,7 +169,7 @@ def mutate(
             ):
                 return child, mutation
     raise EvosearchError(
-        f"cannot mutate {parent.name!r}: no valid, different child from {', '.join([first, *rest])} "
+        f"cannot mutate {brief(parent.name)}: no valid, different child from {', '.join([first, *rest])} "
         f"in {MAX_ATTEMPTS} attempts each"
     )
 
@@ -200,8 +201,8 @@ class _Draft:
 
 
 def _finite(value: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise EvosearchError(f"search space: {what} must be a finite number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_finite(value):
+        raise EvosearchError(f"search space: {what} must be a finite number, got {brief(value)}")
     return float(value)
 
 

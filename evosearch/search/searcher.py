@@ -19,7 +19,9 @@ searcher imports neither Ray nor torch and is tested by calling it. The conversa
 
 Ids belong to the searcher: it numbers its proposals 0, 1, 2, ... in the order it hands them out, and
 the run's records use these numbers as the candidates' ids. The next id is part of the state, so a
-resumed run continues the numbering.
+resumed run continues the numbering. Where the saved state is lost, the driver rebuilds one from the
+run's records: :meth:`Searcher.resume_numbering` past every recorded id, then each record's proposal
+taken back (:meth:`Searcher.adopt`) and answered as it was, in the order it was.
 
 A new algorithm subclasses :class:`Searcher`, which keeps the ids, the pending proposals and the
 random generator, and implements :meth:`~Searcher._propose` (the next candidate),
@@ -131,6 +133,25 @@ class Searcher(abc.ABC):
         """A candidate never evaluated (rejected by the probes, a duplicate): the search learns nothing."""
         self._pending_proposal(proposal_id)
         del self._pending[proposal_id]
+
+    def resume_numbering(self, next_id: int) -> None:
+        """Number the next proposal ``next_id``, for a state rebuilt where the saved one is lost: the
+        run's records hold ids up to ``next_id - 1``, and an id is never handed out twice. The saved
+        generator is lost too; it starts again from one drawn from the seed and ``next_id``, so the
+        rebuilt search does not replay the draws the run began with, and two rebuilds of the same
+        records continue alike."""
+        if next_id < self.next_id:
+            raise EvosearchError(f"ids up to {self.next_id - 1} are handed out; cannot number from {next_id}")
+        self.next_id = next_id
+        self.rng.seed(self.rng.getrandbits(64) + next_id)
+
+    def adopt(self, proposal: Proposal) -> None:
+        """Take back ``proposal``, handed out before the saved state was lost, as pending: its answer
+        (:meth:`observe`, :meth:`discard`) then teaches the algorithm what the first one did, so that
+        the run's records, answered again in their order, rebuild what it learnt (a population)."""
+        if proposal.id >= self.next_id or proposal.id in self._pending:
+            raise EvosearchError(f"proposal {proposal.id} was not handed out, or is pending already")
+        self._pending = dict(sorted({**self._pending, proposal.id: proposal}.items()))
 
     @property
     def pending(self) -> Mapping[int, Proposal]:

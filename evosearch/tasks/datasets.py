@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple
 import numpy as np
 import torch
 
-from evosearch.errors import DatasetError, one_line
+from evosearch.errors import DatasetError, brief, one_line
 from evosearch.tasks import image_folder
 from evosearch.tasks.generated import PATTERNS, generate_images
 
@@ -29,6 +29,12 @@ DatasetName = Literal["generated", "cifar10", "imagenet32", "imagenet64", "image
 
 GENERATED_TRAIN_SIZE = 5000
 GENERATED_VAL_SIZE = 1000
+# Images smaller than this are not images a network learns from (the generated patterns need 4×4 too).
+MIN_IMAGE_SIZE = 4
+MAX_IMAGE_SIZE = 1024
+# Generated splits are megabytes; past this a setting is a typo of a few zeros, which would otherwise
+# show as an allocation failure (or the machine swapping) once training starts.
+MAX_GENERATED_BYTES = 16 * 2**30
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -69,6 +75,21 @@ class DatasetConfig:
                 raise ValueError(f"{key} must be at least 1, got {value}")
         if self.classes is not None and self.classes < 2:
             raise ValueError(f"classes must be at least 2, got {self.classes}")
+        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size must be {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {self.image_size}"
+            )
+        if self.name == "generated":
+            self._check_generated_size()
+
+    def _check_generated_size(self) -> None:
+        images = (self.train_size or GENERATED_TRAIN_SIZE) + (self.val_size or GENERATED_VAL_SIZE)
+        size = images * 3 * self.image_size**2
+        if size > MAX_GENERATED_BYTES:
+            raise ValueError(
+                f"train_size and val_size ask for {size / 2**30:.3g} GiB of generated images; "
+                f"at most {MAX_GENERATED_BYTES // 2**30} GiB"
+            )
 
 
 @dataclass
@@ -297,9 +318,9 @@ def _load_image_folder(config: DatasetConfig) -> ImageData:
     hint = f"make it with: evosearch data prepare SRC --out {path}"
     arrays = _read_npz(path, image_folder.KEYS, hint)
     version = arrays["format_version"]
-    if version.shape != () or int(version) != image_folder.FORMAT_VERSION:
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != image_folder.FORMAT_VERSION:
         raise DatasetError(
-            f"{path} has format version {version}, this evosearch reads version "
+            f"{path} has format version {brief(version.tolist())}, this evosearch reads version "
             f"{image_folder.FORMAT_VERSION}: {hint}"
         )
     class_names = tuple(str(name) for name in arrays["class_names"])
@@ -355,6 +376,11 @@ def _checked_split(
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
         raise DatasetError(
             f"{path}: expected uint8 N×3×H×W images, got {images.dtype} {images.shape} ({hint})"
+        )
+    if min(images.shape[2:]) < MIN_IMAGE_SIZE:
+        raise DatasetError(
+            f"{path}: images of {images.shape[2]}×{images.shape[3]} are too small, at least "
+            f"{MIN_IMAGE_SIZE}×{MIN_IMAGE_SIZE} ({hint})"
         )
     if labels.dtype.kind not in "iu" or labels.shape != images.shape[:1]:
         raise DatasetError(

@@ -198,9 +198,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.norm_without_act = parse_norm_without_act(self.norm_without_act)
-        if self.width_multiplier <= 0 or self.depth_multiplier <= 0:
+        if not (0 < self.width_multiplier < math.inf and 0 < self.depth_multiplier < math.inf):
             raise ValueError(
-                f"width_multiplier and depth_multiplier must be positive, got "
+                f"width_multiplier and depth_multiplier must be positive and finite, got "
                 f"{self.width_multiplier} and {self.depth_multiplier}"
             )
         if self.arch == "cifar_resnet":

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evosearch.config import ConfigError, to_dict
-from evosearch.errors import one_line
+from evosearch.errors import EvosearchError, brief, one_line
 from evosearch.layers.create import LayerFactory, LayerSource, create_layer, resolve_layer, source_label
 from evosearch.outcomes import ExitReason
 from evosearch.tasks.datasets import DatasetConfig, ImageData, load_dataset
@@ -103,8 +103,30 @@ class TrainConfig:
             raise ValueError(
                 f"inject_device_fault_at_step must be a step from 1 to {self.steps}, got {fault}"
             )
+        self._check_ranges()
         if self.device != "auto":
-            torch.device(self.device)  # a malformed name fails here, as a config error
+            try:
+                torch.device(self.device)  # a malformed name fails here, as a config error
+            except RuntimeError:
+                raise ValueError(
+                    f"device must be auto, cpu, cuda or cuda:N, got {brief(self.device)}"
+                ) from None
+
+    def _check_ranges(self) -> None:
+        """The float settings: finite (a NaN would train nothing and still exit 0) and in range."""
+        ranges = {
+            "lr": (0.0, math.inf),
+            "weight_decay": (0.0, math.inf),
+            "momentum": (0.0, 1.0),
+            "label_smoothing": (0.0, 1.0),
+            "hurdle_accuracy": (0.0, 1.0),
+        }
+        for key, (low, high) in ranges.items():
+            value = getattr(self, key)
+            if not low <= value <= high or math.isinf(value):
+                raise ValueError(f"{key} must be finite and in [{low:g}, {high:g}], got {value}")
+        if self.time_limit_s is not None and not 0 <= self.time_limit_s < math.inf:
+            raise ValueError(f"time_limit_s must be >= 0 and finite (null: none), got {self.time_limit_s}")
 
 
 @dataclass
@@ -189,8 +211,12 @@ class DeviceData:
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA where available, else CPU; a CUDA device always with its index."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index is None and count:
+            return torch.device("cuda", torch.cuda.current_device())
+        if not count or (device.index or 0) >= count:
+            raise EvosearchError(f"train.device is {device}, but this machine has {count} CUDA device(s)")
     return device
 
 
