@@ -1,7 +1,14 @@
 """Fixtures shared by several test modules."""
 
+import os
+
 import pytest
+import ray
 import torch
+
+from evosearch.config import from_dict
+from evosearch.runner.driver import LOOPBACK_ENV, start_ray
+from evosearch.runner.run_config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -15,3 +22,13 @@ def one_torch_thread():
 
 
 # Modules opt in: pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance on loopback for a module's in-process searches: each ``evosearch run``
+    joins it instead of starting and stopping its own, which costs seconds a run."""
+    os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
+    assert start_ray(from_dict(RunConfig, {"resources": {"num_cpus": 2}}))
+    yield
+    ray.shutdown()

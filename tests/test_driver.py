@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 from helpers import records, write_config
 
 from evosearch.cli import main
-from evosearch.config import from_dict
 from evosearch.layers.seeds import SEEDS
-from evosearch.runner.driver import LOOPBACK_ENV, start_ray
-from evosearch.runner.run_config import RunConfig
+from evosearch.runner.driver import LOOPBACK_ENV
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 
@@ -31,13 +28,6 @@ BN_RELU_REWRITTEN = {
     "bn_relu_reassociated": "max(weight * (x - batch_mean(x)) / batch_std(x) + bias, 0)",
 }
 PROBES = {"resnet_depth": 8, "time_limit": 60.0}  # a busy machine must not turn a pass into a timeout
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    assert start_ray(from_dict(RunConfig, {"resources": {"num_cpus": 2}}))  # each run below joins it
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture

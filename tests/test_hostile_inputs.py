@@ -281,7 +281,7 @@ def test_a_damaged_image_folder_file_is_one_line(capsys, tmp_path, version, size
 # ---- a moved run directory resumes --------------------------------------------------------------
 
 
-def test_a_moved_run_directory_resumes_where_it_now_is(capsys, tmp_path):
+def test_a_moved_run_directory_resumes_where_it_now_is(local_ray, capsys, tmp_path):
     path = write_config(tmp_path, "tiny", evaluations=1, steps=2, probes={"resnet_depth": 8})
     assert main(["run", str(path), "--quiet"]) == 0
     moved = Path(shutil.move(tmp_path / "runs" / "tiny", tmp_path / "elsewhere"))

@@ -11,15 +11,12 @@ import os
 from collections import Counter
 
 import pytest
-import ray
 from helpers import cli_json, records, write_config
 
 from evosearch.cli import main
-from evosearch.config import from_dict
 from evosearch.layers.seeds import SEEDS
-from evosearch.runner.driver import LOOPBACK_ENV, start_ray
+from evosearch.runner.driver import LOOPBACK_ENV
 from evosearch.runner.progress import SearchStats
-from evosearch.runner.run_config import RunConfig
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 
@@ -27,13 +24,6 @@ os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 # try is inconclusive, on any machine and under any load.
 PROBES = {"resnet_depth": 8, "cpu_limit_s": 1e-6}
 RETRIES = 1
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    assert start_ray(from_dict(RunConfig, {"resources": {"num_cpus": 2}}))  # each run below joins it
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture

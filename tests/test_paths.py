@@ -146,7 +146,7 @@ def test_report_follows_no_link_out_of_the_run(tmp_path, capsys):
 # ---- task names ---------------------------------------------------------------------------------
 
 
-def test_rerank_writes_a_task_named_to_climb_out_inside_the_run(tmp_path, capsys):
+def test_rerank_writes_a_task_named_to_climb_out_inside_the_run(local_ray, tmp_path, capsys):
     run = write_handmade_run(tmp_path, [trained_record(0, ["../../escaped"])], ["../../escaped"])
     before = files_outside(tmp_path, run / "rerank")
     argv = ["rerank", str(run), "--top", "1", "--seeds", "1", "--reference-seeds", "", "--quiet"]

@@ -265,7 +265,7 @@ def test_a_candidate_status_follows_from_how_its_trainings_ended(exits, status):
 # ---- resume (a real search) ---------------------------------------------------------------------
 
 
-def test_resume_trains_on_the_stored_tasks_after_the_task_file_changed(tmp_path):
+def test_resume_trains_on_the_stored_tasks_after_the_task_file_changed(local_ray, tmp_path):
     search = {"max_evaluations": 1, "seeds": ["bn_relu", "gn_relu"], "seed_mutations": 1, "random_graphs": 1}
     assert main(["run", str(write_run_config(tmp_path, "resumed", search=search)), "--quiet"]) == 0
     run = RunDirectory(tmp_path / "runs" / "resumed")
@@ -437,7 +437,9 @@ def test_a_checkpoint_the_algorithm_cannot_load_is_one_line_too(tmp_path):
         driver_for(run.path).restore()
 
 
-def test_a_lost_checkpoint_is_refused_or_rebuilt_from_the_records_and_no_id_is_reused(tmp_path, capsys):
+def test_a_lost_checkpoint_is_refused_or_rebuilt_from_the_records_and_no_id_is_reused(
+    local_ray, tmp_path, capsys
+):
     assert main(["run", str(write_config(tmp_path, "lost", evaluations=3)), "--quiet"]) == 0
     run = RunDirectory(tmp_path / "runs" / "lost")
     saved = json.loads(run.checkpoint_path.read_text())
