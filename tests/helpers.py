@@ -18,6 +18,8 @@ import yaml
 
 from evosearch.cli import main
 from evosearch.config import to_dict
+from evosearch.layers.formula import parse_formula
+from evosearch.layers.graph import LayerGraph
 from evosearch.layers.graph_io import graph_to_dict
 from evosearch.layers.seeds import seed_graph
 from evosearch.runner.run_config import RunConfig
@@ -199,3 +201,14 @@ def write_handmade_run(
     (run / "tasks.yaml").write_text(yaml.safe_dump({"objectives": entries}))
     (run / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run
+
+
+def reparse(graph: LayerGraph) -> LayerGraph:
+    """The graph its own formula parses back to, with its vectors, hyperparameters and affine."""
+    return parse_formula(
+        graph.formula(),
+        name=graph.name,
+        vectors=graph.vectors,
+        hyperparameters=graph.hyperparameters,
+        final_affine=graph.final_affine,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+from helpers import reparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -312,16 +313,6 @@ def test_arbitrary_text_never_raises_anything_but_formula_error(text):
 # ---- rendering shared sub-expressions: written once, read back ------------------------------------
 
 
-def _reparse(graph: LayerGraph) -> LayerGraph:
-    return parse_formula(
-        graph.formula(),
-        name=graph.name,
-        vectors=graph.vectors,
-        hyperparameters=graph.hyperparameters,
-        final_affine=graph.final_affine,
-    )
-
-
 def _doubling_chain(op_nodes: int) -> LayerGraph:
     """Each node read twice by the next: written out at every use, the formula doubles per node."""
     graph, node = LayerGraph("doubling"), INPUT
@@ -344,7 +335,7 @@ def test_formula_length_is_linear_in_the_nodes(build):
     for op_nodes in (8, 14, 26, 300):
         graph = build(op_nodes)
         assert len(graph.formula()) <= 20 * op_nodes
-        again = _reparse(graph)
+        again = reparse(graph)
         assert again.structural_hash() == graph.structural_hash()
         assert again.formula() == graph.formula()
 
@@ -382,14 +373,14 @@ def test_bound_names_stay_clear_of_every_other_name():
     graph.validate()
     names = [s.split(" = ")[0] for s in graph.formula().split("; ")[:-1]]
     assert names == ["u", "t2", "t4", "t5", "t6", "t7", "t8", "t3"]
-    assert _reparse(graph).structural_hash() == graph.structural_hash()
+    assert reparse(graph).structural_hash() == graph.structural_hash()
 
 
 @settings(max_examples=60, deadline=None)
 @given(random_graphs(max_steps=30))
 def test_formula_round_trip_for_larger_random_graphs(graph):
     text = graph.formula()
-    again = _reparse(graph)
+    again = reparse(graph)
     assert again.structural_hash() == graph.structural_hash()
     assert again.formula() == text
     assert len(text) <= 60 * len(graph)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import reparse
 from hypothesis import HealthCheck, given, settings
 from random_graphs import random_graphs
 
@@ -434,23 +435,13 @@ def test_leaf_kinds_are_not_op_names():
 # ---- formula rendering --------------------------------------------------------------------------
 
 
-def _reparse(g: LayerGraph) -> LayerGraph:
-    return parse_formula(
-        g.formula(),
-        name=g.name,
-        vectors=g.vectors,
-        hyperparameters=g.hyperparameters,
-        final_affine=g.final_affine,
-    )
-
-
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_formula_round_trip_for_seeds(name):
     g = seed_graph(name)
-    again = _reparse(g)
+    again = reparse(g)
     assert again.structural_hash() == g.structural_hash()
     assert again.formula() == g.formula()
-    assert _reparse(again).structural_hash() == g.structural_hash()
+    assert reparse(again).structural_hash() == g.structural_hash()
 
 
 @pytest.mark.parametrize(
@@ -475,7 +466,7 @@ def test_formula_round_trip_for_seeds(name):
 def test_formula_rendering(formula, rendered):
     g = parse_formula(formula)
     assert g.formula() == rendered
-    assert _reparse(g).structural_hash() == g.structural_hash()
+    assert reparse(g).structural_hash() == g.structural_hash()
 
 
 @settings(
@@ -483,7 +474,7 @@ def test_formula_rendering(formula, rendered):
 )
 @given(random_graphs())
 def test_formula_round_trip_for_random_graphs(graph):
-    again = _reparse(graph)
+    again = reparse(graph)
     assert again.structural_hash() == graph.structural_hash()
     assert again.formula() == graph.formula()
     assert not again.problems()
