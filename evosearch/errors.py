@@ -11,6 +11,8 @@ import reprlib
 from collections.abc import Iterable
 from typing import Any
 
+from evosearch.text import printable
+
 # Past this many bits an integer is shown by its size: Python refuses to convert one of more than
 # 4,300 digits to text, and converting one of thousands of digits is quadratic.
 _LONG_INT_BITS = 4096
@@ -69,8 +71,7 @@ def brief(value: Any, limit: int = 80) -> str:
 def shorten(text: str, limit: int = 80) -> str:
     """``text`` (a key, a name, a path) cut to ``limit`` characters, control characters escaped so
     that a terminal shows them as text rather than obeying them."""
-    cut = _cut(text, limit)
-    return cut if cut.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    return printable(_cut(text, limit))
 
 
 def listing(names: Iterable[Any], count: int = 6) -> str:

