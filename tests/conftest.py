@@ -7,7 +7,7 @@ import ray
 import torch
 
 from evosearch.config import from_dict
-from evosearch.runner.driver import LOOPBACK_ENV, start_ray
+from evosearch.runner.ray_cluster import LOOPBACK_ENV, start_ray
 from evosearch.runner.run_config import RunConfig
 
 

@@ -77,13 +77,15 @@ def write_config(
             "seeds": ["bn_relu", "evonorm_s0", "gn_relu"],
             "seed_mutations": 2,
             "random_graphs": 2,
+            # One rung, one seed: what these searches check is not the funnel (tests/test_funnel.py).
+            "fidelity": {"rungs": [{"steps": 1.0, "seeds": 1}]},
         },
         "probes": {"resnet_depth": 20},
         "tasks": [{"task": "generated_resnet", "set": {**TINY_TASK, "train.steps": steps}}],
         "resources": {"concurrency": concurrency, "num_cpus": 2},
     }
     for section, value in sections.items():
-        config[section] = {**config[section], **value} if isinstance(value, dict) else value
+        config[section] = {**config.get(section, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

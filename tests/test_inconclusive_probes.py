@@ -15,8 +15,8 @@ from helpers import cli_json, records, write_config
 
 from evosearch.cli import main
 from evosearch.layers.seeds import SEEDS
-from evosearch.runner.driver import LOOPBACK_ENV
 from evosearch.runner.progress import SearchStats
+from evosearch.runner.ray_cluster import LOOPBACK_ENV
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 

@@ -18,8 +18,8 @@ import pytest
 from helpers import cli_error, records, wait_for, write_config
 
 from evosearch.errors import EvosearchError
-from evosearch.runner.driver import LOOPBACK_ENV
 from evosearch.runner.lock import RERANK, RunLock, RunLockedError, lock_file
+from evosearch.runner.ray_cluster import LOOPBACK_ENV
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 

@@ -9,7 +9,6 @@ task named ``../../escaped`` writes its table inside the run.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from helpers import cli_error, cli_json, trained_record, write_handmade_run
 
 from evosearch.errors import EvosearchError
 from evosearch.files import MAX_FILENAME, child_path, safe_filename
-from evosearch.runner.driver import LOOPBACK_ENV
+from evosearch.runner.ray_cluster import LOOPBACK_ENV
 from evosearch.runner.run_directory import CandidateRecord, RunDirectory
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
@@ -84,7 +83,7 @@ def test_the_pareto_front_is_written_inside_best_whatever_the_id(tmp_path):
     record = CandidateRecord.from_json(trained_record(0, OBJECTIVES))
     before = files_outside(tmp_path, run.best_path)
     with pytest.raises(EvosearchError, match="is not a usable Python class name"):
-        run.write_best([dataclasses.replace(record, id="/../../../victim")], OBJECTIVES)
+        run.write_best([("/../../../victim", record.graph)], "# best\n")
     assert files_outside(tmp_path, run.best_path) == before
 
 
@@ -99,7 +98,7 @@ def test_a_best_directory_linked_elsewhere_is_refused_and_nothing_there_deleted(
     run.best_path.symlink_to(elsewhere, target_is_directory=True)
     record = CandidateRecord.from_json(trained_record(0, OBJECTIVES))
     with pytest.raises(EvosearchError, match=r"best leads outside .*; refusing to follow it"):
-        run.write_best([record], OBJECTIVES)
+        run.write_best([(record.id, record.graph)], "# best\n")
     assert [p.name for p in elsewhere.iterdir()] == ["notes.txt"]
 
 
@@ -107,7 +106,8 @@ def test_best_keeps_a_folder_put_there_and_drops_a_stale_file(tmp_path):
     run = RunDirectory(write_handmade_run(tmp_path, [], OBJECTIVES))
     (run.best_path / "notes").mkdir(parents=True)
     (run.best_path / "00_candidate_7.yaml").write_text("a layer no longer on the front")
-    run.write_best([CandidateRecord.from_json(trained_record(0, OBJECTIVES))], OBJECTIVES)
+    record = CandidateRecord.from_json(trained_record(0, OBJECTIVES))
+    run.write_best([(record.id, record.graph)], "# best\n")
     assert sorted(p.name for p in run.best_path.iterdir()) == [
         "00_candidate_0.py",
         "00_candidate_0.yaml",

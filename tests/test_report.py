@@ -1,6 +1,8 @@
 """``report``, ``export RUN`` and ``rerank`` on one tiny real run (a local Ray instance, ~30 s),
 built once for the module; copies of it stand for a run with a torn event log, one without a
-checkpoint, and one with a rejection."""
+checkpoint, and one with a rejection. What a report shows of the funnel, the noise, the confirmed
+claims and the transfer tables is checked on runs written record by record (no Ray), their values
+chosen so that each label is known."""
 
 from __future__ import annotations
 
@@ -16,16 +18,19 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from helpers import cli_error, cli_json, write_config
+from helpers import cli_error, cli_json, tiny_task, write_config
 
 from evosearch import compile_layer, load_graph, swap_norm_act
 from evosearch.cli import main
 from evosearch.cli.report_html import collect, spearman
-from evosearch.layers.graph_io import graph_from_dict
+from evosearch.layers.graph_io import graph_from_dict, graph_to_dict
+from evosearch.layers.seeds import seed_graph
 from evosearch.outcomes import Status
+from evosearch.runner.claims import LayerResult, ranked_layers
 from evosearch.runner.lock import RERANK, RunLock
-from evosearch.runner.run_config import load_tasks
-from evosearch.runner.run_directory import RunDirectory, rank_records
+from evosearch.runner.run_config import RunConfig, SearchConfig, load_tasks
+from evosearch.runner.run_directory import CandidateRecord, RunDirectory, RungRecord, rank_records
+from evosearch.search.funnel import FidelitySettings, Rung
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 
@@ -132,7 +137,146 @@ def test_spearman_matches_the_textbook_values():
     assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
 
 
+# ---- the funnel, noise, claims and transfer, on runs written record by record ---------------------
+
+STEPS = 100  # every training run's steps
+# Top-rung accuracies over training seeds 0, 1, 2 (seed 0's run is rung 0's, reused by rung 1). The
+# candidate against bn_relu: 0.73 vs 0.61, sd 0.01 each, t = 14.7, better; against gn_relu: 0.73 vs 0.72
+# (sd 0.02), t = 0.77, within noise. Pooled noise: sqrt((0.01² + 0.02² + 0.01²) / 3) = 0.01414, dof 6.
+TOP_RUNG = {"bn_relu": [0.60, 0.61, 0.62], "gn_relu": [0.70, 0.72, 0.74], "evonorm_b0": [0.72, 0.73, 0.74]}
+UNPROMOTED = 0.9  # a lucky rung-0 score of a layer that never went on: not a claim
+
+
+def training_run(top1: float, seed: int, **extra) -> dict:
+    return {
+        "task": "tiny",
+        "exit_reason": "completed",
+        "top1": top1,
+        "steps": STEPS,
+        "fidelity": [1.0, seed],
+        **extra,
+    }
+
+
+def layer_record(candidate_id: int, seed_name: str, origin: str, top1: float) -> CandidateRecord:
+    graph = seed_graph(seed_name)
+    return CandidateRecord(
+        id=candidate_id,
+        status=Status.TRAINED,
+        origin=origin,
+        formula=graph.formula(),
+        structural_hash=graph.structural_hash(),
+        graph=graph_to_dict(graph),
+        tasks=[training_run(top1, 0)],
+        scores=[top1],
+    )
+
+
+def funnel_run(root: Path, promoted: bool = True) -> Path:
+    """A run with a two-rung funnel (one seed, then three): two seed layers and a candidate (evonorm_b0's
+    graph, a mutation) at the top rung, and a candidate that stayed at rung 0; without ``promoted`` no
+    layer has gone on."""
+    run = RunDirectory(root / "funnel")
+    fidelity = FidelitySettings(rungs=[Rung(1.0, 1), Rung(1.0, 3)], eta=3)
+    run.write_config(RunConfig(name="funnel", output_dir=str(root), search=SearchConfig(fidelity=fidelity)))
+    run.write_tasks([tiny_task()], ["tiny"])
+    layers = [(0, "bn_relu", "seed"), (1, "gn_relu", "seed"), (2, "evonorm_b0", "mutation")]
+    for candidate_id, name, origin in layers:
+        run.append_event(layer_record(candidate_id, name, origin, TOP_RUNG[name][0]))
+    run.append_event(layer_record(3, "evonorm_s0", "mutation", UNPROMOTED))
+    for candidate_id, name, _ in layers if promoted else []:
+        scores = TOP_RUNG[name]
+        runs = [training_run(scores[0], 0, reused=True), *(training_run(scores[s], s) for s in (1, 2))]
+        run.append_rung(RungRecord(candidate_id, 1, runs, [sum(scores) / 3]))
+    return run.path
+
+
+def test_report_shows_the_noise_the_funnel_and_the_labelled_claims(tmp_path, capsys):
+    path = funnel_run(tmp_path)
+    data = cli_json(capsys, "report", str(path))
+    noise = data["claims"]["noise"]["tiny"]
+    assert noise["sd"] == pytest.approx(0.014142, abs=1e-6) and (noise["dof"], noise["layers"]) == (6, 3)
+    assert "Welch t-test" in data["claims"]["test"]
+    assert [(r["rung"], r["seeds"], r["layers"]) for r in data["rungs"]] == [(0, 1, 4), (1, 3, 3)]
+    assert data["train_steps"] == (4 + 3 * 2) * STEPS  # the reused seed-0 runs count once
+    [row] = data["claim_table"]
+    assert (row["id"], row["seeds"], row["tiny"]) == (2, 3, "0.730 ± 0.010")
+    assert (row["vs bn_relu"], row["vs gn_relu"]) == ("better", "within noise")
+    [claim] = data["claims"]["claims"]
+    assert claim["versus"]["bn_relu"][0]["verdict"] == "better"
+
+    page = (path / "report.html").read_text()
+    cells = ("<td>0.730 ± 0.010</td>", "<td>better</td>", "<td>within noise</td>", "<td>0.0141</td>")
+    assert all(cell in page for cell in cells)
+    assert "Welch t-test" in page and "Training steps spent: 1000" in page
+    assert "nothing is confirmed" not in page and "beat" not in page
+
+    assert main(["report", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "tiny sd 0.0141 (dof 6, 3 layers)" in text and "Confirmed at rung 1" in text
+    assert "rung 0: 4 layers (100% of each task's steps, 1 training seed)" in text
+
+
+def test_report_without_a_layer_at_the_top_rung_confirms_nothing(tmp_path, capsys):
+    path = funnel_run(tmp_path, promoted=False)
+    data = cli_json(capsys, "report", str(path))
+    assert data["claim_table"] == [] and data["claims"]["claims"] == []
+    assert data["claims"]["noise"]["tiny"] == {"sd": None, "dof": 0, "layers": 0}
+    shown = [(row["id"], row["rung"], row["tiny"]) for row in data["unconfirmed_table"]]
+    assert shown == [(3, 0, "0.900"), (2, 0, "0.720"), (1, 0, "0.700"), (0, 0, "0.600")]
+    page = (path / "report.html").read_text()
+    assert "No layer reached the top rung (rung 1): nothing is confirmed" in page and "unconfirmed" in page
+    assert "not estimated yet" in page and "vs bn_relu" not in page
+
+
+def rerank_table(task: str, layers: list[dict]) -> str:
+    return json.dumps({"task": task, "config": {}, "seeds": [7, 8], "layers": layers})
+
+
+def test_report_shows_transfer_tables_and_skips_a_malformed_one_with_a_warning(tmp_path, capsys):
+    path = funnel_run(tmp_path)
+    folder = path / "rerank"
+    folder.mkdir()
+    good = {
+        "label": "evonorm_b0",
+        "kind": "candidate",
+        "id": 2,
+        "top1": [0.5, 0.7],
+        "exits": ["completed"] * 2,
+    }
+    failed = {"label": "bn_relu", "kind": "reference", "id": None, "top1": [], "exits": ["error", "error"]}
+    (folder / "batch8.json").write_text(
+        rerank_table(
+            "batch8",
+            [{**good, "mean": 0.6, "std": 0.1414, "n": 2}, {**failed, "mean": None, "std": None, "n": 0}],
+        )
+    )
+    (folder / "cut.json").write_text(rerank_table("cut", [])[:30])
+    (folder / "odd.json").write_text(rerank_table("odd", [{**good, "mean": "high", "std": None, "n": 2}]))
+    data = cli_json(capsys, "report", str(path))
+    [table] = data["transfer"]
+    assert table["task"] == "batch8" and table["seeds"] == [7, 8]
+    assert [(r["layer"], r["mean"], r["n"]) for r in table["rows"]] == [
+        ("evonorm_b0", 0.6, 2),
+        ("bn_relu", None, 0),
+    ]
+    assert len(data["warnings"]) == 2 and all("not a transfer table, skipped" in w for w in data["warnings"])
+    assert "odd.json" in data["warnings"][1] and "layer 0: mean" in data["warnings"][1]
+    page = (path / "report.html").read_text()
+    assert "0.600 ± 0.141" in page and "failed (error)" in page and "Warning: " in page
+
+    assert main(["report", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("evosearch: warning: ") == 2 and "Traceback" not in captured.err
+    assert "Transfer to batch8" in captured.out and "0.600 ± 0.141" in captured.out
+
+
 # ---- export -------------------------------------------------------------------------------------
+
+
+def ranked_layers_of(run_dir: Path) -> list[LayerResult]:
+    run = RunDirectory(run_dir)
+    return ranked_layers(run.read_events(), run.read_rungs(), run.objectives())
 
 
 def load_module_class(path: Path, name: str) -> type[torch.nn.Module]:
@@ -145,17 +289,17 @@ def load_module_class(path: Path, name: str) -> type[torch.nn.Module]:
 def test_export_round_trip_of_the_top_layers(run_dir, tmp_path, capsys):
     out = tmp_path / "layers"
     rows = cli_json(capsys, "export", str(run_dir), "--top", "3", "--out", str(out))
-    ranked = rank_records(RunDirectory(run_dir).read_events())[:3]
-    assert [row["id"] for row in rows] == [r.id for r in ranked]
+    ranked = ranked_layers_of(run_dir)[:3]
+    assert [row["id"] for row in rows] == [layer.id for layer in ranked]
     readme = (out / "README.md").read_text()
-    for rank, record in enumerate(ranked):
-        stem = out / f"{rank:02d}_candidate_{record.id}"
-        assert f"| {rank} | {record.id} | {record.scores[0]:.4f} | `{record.formula}` |" in readme
+    for rank, layer in enumerate(ranked):
+        stem = out / f"{rank:02d}_candidate_{layer.id}"  # the run's one rung trains one seed
+        assert f"| {rank} | {layer.id} | 0 | 1 | {layer.means[0]:.3f} | `{layer.formula}` |" in readme
         graph = load_graph(stem.with_suffix(".yaml"))
-        assert graph.structural_hash() == graph_from_dict(record.graph).structural_hash()
+        assert graph.structural_hash() == graph_from_dict(layer.graph).structural_hash()
         source = stem.with_suffix(".py").read_text()
         assert "evosearch" not in "".join(line for line in source.splitlines() if "import" in line)
-        exported = load_module_class(stem.with_suffix(".py"), f"Candidate{record.id}")
+        exported = load_module_class(stem.with_suffix(".py"), f"Candidate{layer.id}")
         x = torch.randn(4, 32, 6, 6, generator=torch.Generator().manual_seed(rank))
         ours, theirs = compile_layer(graph)(32), exported(32)
         for train in (True, False):
@@ -196,10 +340,10 @@ def test_export_and_report_refuse_bad_run_dirs_and_top_values(run_dir, tmp_path,
 def test_rerank_the_top_layer_and_a_reference(run_dir, capsys):
     argv = ["rerank", str(run_dir), "--top", "1", "--seeds", "1", "--reference-seeds", "bn_relu"]
     data = cli_json(capsys, *argv, "--set", "train.steps=2", "--quiet")
-    best = rank_records(RunDirectory(run_dir).read_events())[0]
+    best = next(layer for layer in ranked_layers_of(run_dir) if not layer.is_reference)
     assert data["tasks"] == ["generated_resnet"] and data["seeds"] == 1
     assert data["rows"][0]["id"] == best.id and data["rows"][0]["kind"] == "candidate"
-    assert [r["label"] for r in data["rows"][1:]] == ([] if best.graph["name"] == "bn_relu" else ["bn_relu"])
+    assert [(r["label"], r["kind"]) for r in data["rows"][1:]] == [("bn_relu", "reference")]
     for row in data["rows"]:
         scores = row["tasks"]["generated_resnet"]
         assert scores["exits"] == ["completed"] and scores["n"] == 1 and scores["std"] is None

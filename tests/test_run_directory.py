@@ -32,8 +32,9 @@ from evosearch.errors import EvosearchError
 from evosearch.layers.graph_io import graph_to_dict
 from evosearch.layers.seeds import seed_graph
 from evosearch.outcomes import EVALUATED, ExitReason, Status, candidate_status
-from evosearch.runner.driver import LOOPBACK_ENV, SearchDriver
+from evosearch.runner.driver import SearchDriver
 from evosearch.runner.progress import Progress
+from evosearch.runner.ray_cluster import LOOPBACK_ENV
 from evosearch.runner.rerank import resolve_tasks
 from evosearch.runner.run_config import load_run_config, load_tasks
 from evosearch.runner.run_directory import CHECKPOINT_VERSION, CandidateRecord, RecordError, RunDirectory
@@ -76,7 +77,7 @@ def write_run(root: Path, *, with_tasks: bool = True) -> Path:
     rejected = seed_record(len(records), "evonorm_b0", None, objectives)
     for record in [*records, rejected]:
         run.append_event(record)
-    run.write_best(records, objectives)
+    run.write_best([(r.id, r.graph) for r in records], "# best\n")
     return run.path
 
 
@@ -142,7 +143,7 @@ def test_a_run_written_before_tasks_yaml_still_reads(tmp_path, capsys):
     assert data["report"]["objectives"] == ["tiny_task"] and data["report"]["candidates"] == 4
     assert data["report"]["best"] == {"tiny_task": [0.5, 0.5, 0.6]}
     assert [row["id"] for row in data["export"]] == [2, 0, 1]
-    assert any(line.startswith("| 0 | 2 | 0.6000 |") for line in data["index"])
+    assert any(line.startswith("| 0 | 2 | 0 | 1 | 0.600 |") for line in data["index"])  # id, rung, seeds
     run = RunDirectory(old)
     assert run.read_tasks() == load_tasks(run.read_config())  # resolved from config.yaml, as before
     assert not (old / "tasks.yaml").exists()  # reading never writes
@@ -204,7 +205,7 @@ def test_a_checkpoint_carries_its_version_and_an_unknown_one_is_refused(tmp_path
     run.checkpoint_path.write_text(json.dumps({"version": 1, "evolution": SEARCH_STATE, "elapsed_s": 0}))
     assert run.load_checkpoint()["version"] == 1  # the layout before search.algorithm, still read
     run.checkpoint_path.write_text(json.dumps({"version": 99}))
-    refused = "checkpoint version 99 is not one this evosearch reads (1, 2)"
+    refused = "checkpoint version 99 is not one this evosearch reads (1, 2, 3)"
     assert refused in cli_error(capsys, "report", str(run.path))
     assert refused in cli_error(capsys, "run", str(run.path), "--resume", "--quiet")
 
@@ -267,6 +268,7 @@ def test_a_candidate_status_follows_from_how_its_trainings_ended(exits, status):
 
 def test_resume_trains_on_the_stored_tasks_after_the_task_file_changed(local_ray, tmp_path):
     search = {"max_evaluations": 1, "seeds": ["bn_relu", "gn_relu"], "seed_mutations": 1, "random_graphs": 1}
+    search["fidelity"] = {"rungs": [{"steps": 1.0}]}  # every run the task's whole schedule
     assert main(["run", str(write_run_config(tmp_path, "resumed", search=search)), "--quiet"]) == 0
     run = RunDirectory(tmp_path / "runs" / "resumed")
     stored = run.tasks_path.read_text()
@@ -426,7 +428,8 @@ def test_a_rebuild_replays_the_records_and_keeps_the_old_checkpoint(tmp_path):
     assert population == [(0, [0.5]), (1, [0.4]), (2, [0.6])]  # the trained ones, in order; no reject
     assert state["next_id"] == 4 and state["pending"] == []
     (aside,) = run.path.glob("checkpoint.json.*")
-    assert aside.read_text() == "{not json" and json.loads(run.checkpoint_path.read_text())["version"] == 2
+    assert aside.read_text() == "{not json"
+    assert json.loads(run.checkpoint_path.read_text())["version"] == CHECKPOINT_VERSION
 
 
 def test_a_checkpoint_the_algorithm_cannot_load_is_one_line_too(tmp_path):

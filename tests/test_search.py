@@ -21,7 +21,8 @@ from helpers import processes_titled, records, wait_for, write_config
 
 from evosearch.cli import main
 from evosearch.outcomes import Status
-from evosearch.runner.driver import LOOPBACK_ENV, loopback_only
+from evosearch.runner.ray_cluster import LOOPBACK_ENV, loopback_only
+from evosearch.runner.run_directory import CHECKPOINT_VERSION
 
 os.environ[LOOPBACK_ENV] = "0"  # Ray on 127.0.0.1 (the driver also pins it)
 
@@ -80,7 +81,7 @@ def test_tiny_search_end_to_end(tmp_path, capsys):
         and any(n.endswith(".py") for n in best)
         and any(n.endswith(".yaml") for n in best)
     )
-    assert summary["pareto_front"] and all("formula" in row for row in summary["pareto_front"])
+    assert summary["table"] and all("formula" in row for row in summary["table"])
 
 
 def test_existing_run_needs_resume_and_a_finished_run_resumes_to_no_work(tmp_path, capsys):
@@ -149,7 +150,11 @@ def test_a_checkpoint_from_before_the_algorithm_choice_resumes(tmp_path):
     after = records(run_dir)
     assert after[: len(before)] == before and sorted(e["id"] for e in after) == list(range(len(after)))
     resumed = json.loads(path.read_text())
-    assert resumed["version"] == 2 and resumed["algorithm"] == "evolution" and "evolution" not in resumed
+    assert (
+        resumed["version"] == CHECKPOINT_VERSION
+        and resumed["algorithm"] == "evolution"
+        and "evolution" not in resumed
+    )
     old_members = [m["id"] for m in checkpoint["evolution"]["population"]]
     assert old_members and set(old_members) <= {m["id"] for m in resumed["searcher"]["population"]}
 

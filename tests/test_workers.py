@@ -13,7 +13,7 @@ from helpers import processes_titled, tiny_task
 from evosearch.config import from_dict
 from evosearch.layers.graph_io import graph_to_dict
 from evosearch.layers.seeds import seed_graph
-from evosearch.runner.driver import LOOPBACK_ENV, start_ray
+from evosearch.runner.ray_cluster import LOOPBACK_ENV, start_ray
 from evosearch.runner.run_config import ResourcesConfig, RunConfig
 from evosearch.runner.workers import pack_data, submit_training, training_result
 from evosearch.tasks.datasets import load_dataset

@@ -12,7 +12,8 @@ from evosearch.errors import EvosearchError
 from evosearch.layers.codegen import class_name_for, export_layer
 from evosearch.layers.create import resolve_source
 from evosearch.layers.seeds import SEEDS, seed_graph
-from evosearch.runner.run_directory import RunDirectory, export_records, rank_records
+from evosearch.runner.claims import layer_rows, markdown_table, ranked_layers
+from evosearch.runner.run_directory import RunDirectory, export_layers
 
 DEFAULT_TOP = 5
 
@@ -105,25 +106,26 @@ def export_run(args: argparse.Namespace) -> int:
         raise EvosearchError("--class-name applies to one layer; a run's layers are named Candidate<id>")
     run = RunDirectory(args.source)
     objectives = run.objectives()  # also: a clear error where SOURCE is not a run directory
-    records = rank_records(run.read_events())[:top]
-    if not records:
+    layers = ranked_layers(run.read_events(), run.read_rungs(), objectives)[:top]
+    if not layers:
         raise EvosearchError(f"{run.path}: no trained candidate yet")
-    stems = export_records(
-        records, output_directory(args.out), objectives, title=f"Top {len(records)} layers of {run.path.name}"
+    title = f"Top {len(layers)} layers of {run.path.name}"
+    index = "\n".join([f"# {title}", "", EXPORT_NOTE, "", *markdown_table(layer_rows(layers, objectives))])
+    rows = layer_rows(layers, objectives, numbers=args.json)
+    stems = export_layers(
+        [(layer.id, layer.graph) for layer in layers], output_directory(args.out), index + "\n"
     )
-    rows = [
-        {
-            "rank": rank,
-            "id": r.id,
-            **dict(zip(objectives, r.scores, strict=False)),
-            "graph": str(args.out / f"{stem}.yaml"),
-            "module": str(args.out / f"{stem}.py"),
-            "formula": r.formula,
-        }
-        for rank, (r, stem) in enumerate(zip(records, stems, strict=True))
-    ]
-    emit(rows, as_json=args.json, columns=["rank", "id", *objectives, "module", "formula"])
+    for rank, (row, stem) in enumerate(zip(rows, stems, strict=True)):
+        row.update(rank=rank, graph=str(args.out / f"{stem}.yaml"), module=str(args.out / f"{stem}.py"))
+    emit(rows, as_json=args.json, columns=["rank", "id", "rung", *objectives, "module", "formula"])
     return 0
+
+
+EXPORT_NOTE = (
+    "Ranked by the evidence behind them: layers of a higher rung of the funnel first, then by Pareto "
+    "rank and mean score; each score is the mean ± sd of the accuracy over the rung's training seeds. "
+    "Each layer has a graph file (`.yaml`) and a standalone PyTorch module (`.py`)."
+)
 
 
 def output_directory(out: Path) -> Path:

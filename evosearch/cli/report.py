@@ -12,6 +12,8 @@ from evosearch.cli.output import emit
 from evosearch.errors import EvosearchError
 
 if TYPE_CHECKING:
+    from evosearch.cli.report_html import TransferTable, WrittenReport
+    from evosearch.runner.claims import Claims
     from evosearch.runner.rerank import TaskScores
 
 
@@ -19,9 +21,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "report",
         help="write report.html and plots of a run (finished, running or interrupted)",
-        description="Write RUN/report.html (self-contained) and RUN/plots/*.png: best accuracy per "
-        "objective, the Pareto front of the last population, rejections by reason, probe values "
-        "against proxy accuracy, and the top layers.",
+        description="Write RUN/report.html (self-contained) and RUN/plots/*.png: the noise over training "
+        "seeds, the funnel, the confirmed layers labelled against each seed layer, the transfer tables "
+        "(RUN/rerank/), and from rung 0: best accuracy per objective, the Pareto front of the last "
+        "population, rejections by reason, probe values against accuracy, and the top layers.",
     )
     p.add_argument("run", help="a run directory")
     p.add_argument("--top", type=int, default=10, help="rows of the top-layers table (default 10)")
@@ -65,6 +68,16 @@ def report(args: argparse.Namespace) -> int:
         paths = {"html": str(written.html), "plots": {k: str(v) for k, v in written.plots.items()}}
         emit({**written.report.to_json(), "files": paths}, as_json=True)
         return 0
+    _print_summary(written)
+    print_claims(written.report.claims, args.top)
+    for table in written.report.transfer:
+        _print_transfer(table)
+    return 0
+
+
+def _print_summary(written: WrittenReport) -> None:
+    from evosearch.cli.report_html import budget_words
+
     r = written.report
     emit(
         {
@@ -74,12 +87,59 @@ def report(args: argparse.Namespace) -> int:
             "evaluations": r.evaluations,
             "statuses": r.statuses,
             "rejections": r.rejections or "none",
-            "best": {name: curve[-1] for name, curve in r.best.items() if curve and curve[-1] is not None},
+            "best rung-0 accuracy": {
+                name: curve[-1] for name, curve in r.best.items() if curve and curve[-1] is not None
+            },
             "probe correlations": {c.metric: c.spearman for c in r.probes if c.spearman is not None},
+            "funnel": "; ".join(f"rung {c.rung}: {c.layers} layers ({budget_words(c)})" for c in r.rungs),
+            "training steps": r.train_steps,
+            "noise over training seeds": _noise_words(r.claims),
         },
         as_json=False,
     )
-    return 0
+
+
+def _noise_words(claims: Claims) -> str:
+    """Each objective's pooled seed-to-seed sd with its degrees of freedom and layers."""
+    return ", ".join(
+        f"{name} "
+        + ("not estimated yet" if e.sd is None else f"sd {e.sd:.4f} (dof {e.dof}, {e.layers} layers)")
+        for name, e in claims.noise.items()
+    )
+
+
+def print_claims(claims: Claims, top: int) -> None:
+    """The table ``evosearch run`` and ``report`` end with: the top rung's front, labelled against
+    each seed layer; where no layer reached the top rung, the best below it, said to be unconfirmed."""
+    from evosearch.runner.claims import claim_rows, layer_rows
+
+    rows = claim_rows(claims)[:top]
+    if rows:
+        print(
+            f"\nConfirmed at rung {claims.rung}, mean ± sd over training seeds; labels per objective "
+            f"({' / '.join(claims.objectives)}) against each seed layer:"
+        )
+        emit(rows, as_json=False)
+        print(f"labels: {claims.test}")
+    else:
+        print(f"\nNo layer reached the top rung (rung {claims.rung}): nothing is confirmed.")
+        if claims.unconfirmed:
+            print("Best so far, unconfirmed:")
+            emit(layer_rows(claims.unconfirmed[:top], claims.objectives), as_json=False)
+
+
+def _print_transfer(table: TransferTable) -> None:
+    from evosearch.cli.report_html import transfer_score
+
+    seeds = ", ".join(map(str, table.seeds)) or "not recorded"
+    print(f"\nTransfer to {table.task} ({table.file}), training seeds {seeds}:")
+    emit(
+        [
+            {"layer": row.layer, "kind": row.kind, "mean ± sd": transfer_score(row), "n": row.n}
+            for row in table.rows
+        ],
+        as_json=False,
+    )
 
 
 def rerank(args: argparse.Namespace) -> int:

@@ -10,8 +10,11 @@ import yaml
 
 from evosearch.cli.options import add_set_option
 from evosearch.cli.output import emit
+from evosearch.cli.report import print_claims
 from evosearch.config import from_dict, merge, parse_overrides, to_dict
 from evosearch.errors import EvosearchError
+from evosearch.runner.claims import claim_rows, noise_line
+from evosearch.runner.rerank import rerank_rows
 from evosearch.runner.run_config import RunConfig, load_run_config, load_tasks, run_config_names
 from evosearch.runner.run_directory import RunDirectory
 
@@ -94,15 +97,8 @@ def run(args: argparse.Namespace) -> int:
         rebuild_checkpoint=args.rebuild_checkpoint,
         progress=Progress(enabled=not args.quiet),
     )
-    rows = [
-        {
-            "id": r.id,
-            "status": r.status.value,
-            **{name: score for name, score in zip(summary.objectives, r.scores or [], strict=False)},
-            "formula": r.formula,
-        }
-        for r in summary.front[: args.top]
-    ]
+    claims = summary.claims
+    rows = claim_rows(claims)[: args.top]
     if args.json:
         stats = summary.stats
         emit(
@@ -114,13 +110,26 @@ def run(args: argparse.Namespace) -> int:
                 "statuses": dict(stats.statuses),
                 "rejections": dict(stats.rejections),
                 "best": stats.best,
-                "pareto_front": rows,
+                "rungs": stats.rungs,
+                "train_steps": stats.train_steps,
+                "claims": claims.to_json(),
+                "table": rows,
+                "transfer": None if summary.transfer is None else summary.transfer.to_json(),
             },
             as_json=True,
         )
     else:
-        emit(rows, as_json=False, columns=["id", *summary.objectives, "formula"])
-        print(f"\nrun directory: {summary.run_dir} (Pareto front in {summary.run_dir}/best/)")
+        print_claims(claims, args.top)
+        print(noise_line(claims))
+        if summary.transfer is not None:
+            tasks = ", ".join(summary.transfer.tasks)
+            print(f"\nTransfer to held-out tasks ({tasks}), {summary.transfer.seeds} training seeds each:")
+            emit(rerank_rows(summary.transfer), as_json=False)
+        print(
+            f"funnel: {' / '.join(map(str, summary.stats.rungs))} layers at rungs 0..{claims.rung}, "
+            f"{summary.stats.train_steps} training steps"
+        )
+        print(f"run directory: {summary.run_dir} (confirmed layers in {summary.run_dir}/best/)")
     if summary.interrupted:
         print(f"interrupted; resume with: evosearch run {summary.run_dir} --resume", file=sys.stderr)
         return INTERRUPTED

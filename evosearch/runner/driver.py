@@ -9,12 +9,20 @@ retries, time limits, concurrency, deduplication, and the run directory. Each ca
    verdict (out of its budget, its worker died) is run again, up to ``resources.retries`` times, then
    recorded inconclusive, and its structure stays open to structural dedupe's next proposal;
 3. functional dedupe — the same fingerprint as an earlier candidate reuses its result;
-4. training on every proxy task on the workers, in parallel (each task one objective).
+4. training on every proxy task on the workers, in parallel (each task one objective), at the
+   funnel's cheapest rung; the :class:`~evosearch.search.funnel.Funnel` then promotes the best of each
+   rung to longer training and more training seeds (``search.fidelity``), up to the top rung, where
+   the run's claims are made.
 
-Durability: the checkpoint (algorithm state, counters) is replaced atomically after every proposal and
-every finished candidate, and a candidate's record is fsynced before the algorithm hears of it. So a
-run killed at any point resumes with nothing lost and nothing repeated: proposals in flight are run
-again (they are in the checkpoint), and a record written just before the kill is applied on resume.
+Whenever a worker is free, a promotion goes first; else a new candidate is proposed. Once no new
+candidate may start (a budget is spent), the leader of each rung is taken on, so that a run ends
+with its best layer confirmed at the top rung; ``search.max_train_steps`` stops that too.
+
+Durability: the checkpoint (algorithm state, promotions decided, counters) is replaced atomically
+after every proposal, promotion and finished candidate or rung, and a record (``events.jsonl``,
+``rungs.jsonl``) is fsynced before the algorithm or the funnel hears of it. So a run killed at any
+point resumes with nothing lost and nothing repeated: proposals and promotions in flight are run again
+(they are in the checkpoint), and a record written just before the kill is applied on resume.
 
 Stopping: the first Ctrl-C (SIGINT) or SIGTERM (what schedulers send before a kill) stops the loop at
 its next safe point — never halfway through updating the state — and checkpoints; the evaluations
@@ -24,7 +32,6 @@ once; the checkpoint on disk is then the one from the last complete step, as aft
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -39,15 +46,18 @@ import ray.exceptions
 from evosearch.config import from_dict
 from evosearch.errors import EvosearchError, one_line, shorten
 from evosearch.layers.graph_io import graph_to_dict
-from evosearch.outcomes import EVALUATED, SCORED, TRAINED_EXITS, ExitReason, Status, candidate_status
+from evosearch.outcomes import EVALUATED, TRAINED_EXITS, Status, candidate_status
+from evosearch.runner.claims import Claims, make_claims, run_exit, run_fidelity, run_score, write_results
 from evosearch.runner.lock import DRIVER, RunLock
 from evosearch.runner.progress import Progress, SearchStats
+from evosearch.runner.ray_cluster import start_ray
+from evosearch.runner.rerank import RerankResult, transfer
 from evosearch.runner.run_config import RunConfig, blocking_changes, load_tasks
 from evosearch.runner.run_directory import (
     CandidateRecord,
     EventLog,
     RunDirectory,
-    pareto_front,
+    RungRecord,
     searcher_state,
 )
 from evosearch.runner.workers import (
@@ -58,12 +68,22 @@ from evosearch.runner.workers import (
     training_result,
 )
 from evosearch.search import WORST_SCORE, Proposal, Searcher
+from evosearch.search.funnel import Funnel
 from evosearch.tasks.train import TaskConfig
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One training run of a candidate: a task (by index), a fraction of its steps, a seed offset."""
+
+    task: int
+    steps: float
+    seed: int
 
 
 @dataclass
 class _Candidate:
-    """A proposal in flight and what has come back for it so far."""
+    """A proposal in flight and what has come back for it so far (its rung-0 training runs)."""
 
     proposal: Proposal
     started: float
@@ -72,7 +92,20 @@ class _Candidate:
     probe_s: float = 0.0
     probe_attempts: int = 0
     train_started: float = 0.0
-    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    results: dict[_Run, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class _Promotion:
+    """A candidate promoted to ``rung``, in flight: the runs the rung needs, and those back so far
+    (runs of lower rungs with the same steps and seed are back from the start)."""
+
+    id: int
+    rung: int
+    graph: dict[str, Any]
+    runs: list[_Run]
+    started: float
+    results: dict[_Run, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,8 +113,9 @@ class SearchSummary:
     run_dir: str
     interrupted: bool
     stats: SearchStats
-    front: list[CandidateRecord]
+    claims: Claims
     objectives: list[str]
+    transfer: RerankResult | None = None  # the transfer step's table, where the config has one
 
 
 class SearchDriver:
@@ -92,11 +126,19 @@ class SearchDriver:
         self.progress = progress
         self.run_dir = RunDirectory(config.run_dir)
         self.algorithm: Searcher = config.search.searcher(len(tasks), config.seed)
+        self.fidelity = config.search.fidelity
+        self.funnel = Funnel(self.fidelity)
         self.records: list[CandidateRecord] = []
+        self.by_id: dict[int, CandidateRecord] = {}
+        self.rung_records: list[RungRecord] = []
+        self.runs_done: dict[tuple[int, _Run], dict[str, Any]] = {}  # (id, run) -> its training record
+        self.promotions: dict[tuple[int, int], _Promotion] = {}  # (id, rung) -> in flight
+        self.claims = make_claims([], [], objectives, self.fidelity)
         self.by_hash: dict[str, int] = {}  # structural hash -> record id (or id in flight)
         self.by_fingerprint: dict[str, int] = {}
         self.in_flight: dict[int, _Candidate] = {}
-        self.refs: dict[ray.ObjectRef, tuple[int, int | None, float]] = {}  # -> (id, task or None, t0)
+        # -> (candidate id, rung, run, t0); a probe has rung and run None
+        self.refs: dict[ray.ObjectRef, tuple[int, int | None, _Run | None, float]] = {}
         self.timed_out: set[ray.ObjectRef] = set()
         self.datasets = load_packed_datasets(tasks)  # missing or malformed data fails here, before any work
         self.data_refs: list[ray.ObjectRef] = []
@@ -113,6 +155,7 @@ class SearchDriver:
             {
                 "algorithm": self.config.search.algorithm,
                 "searcher": self.algorithm.state_dict(),
+                "funnel": self.funnel.state_dict(),
                 "elapsed_s": self.elapsed(),
                 "evaluations": self.stats.evaluations,
                 "candidates": self.stats.candidates,
@@ -123,18 +166,21 @@ class SearchDriver:
         """Load the checkpoint and the records; apply records the checkpoint has not seen yet. With
         ``rebuild``, the checkpoint is set aside unread and the state rebuilt from the records."""
         events = self.run_dir.read_log(repair=True, log=self.progress.log)
-        self.records = events.records
+        rung_records = self.run_dir.read_rungs(repair=True, log=self.progress.log)
         if rebuild:
             self._rebuild(events)
         elif (state := self.run_dir.load_checkpoint()) is not None:
             self._load_state(state)
-        for record in self.records:
+        for record in events.records:
             self._remember(record)
             if record.id in self.algorithm.pending:  # recorded just before the crash, not yet told
                 self._tell_algorithm(record)
+        for rung_record in rung_records:  # after the records: a rung's result needs its candidate's
+            self._remember_rung(rung_record)
         self.stats.evaluations = sum(r.status in EVALUATED for r in self.records)
         self.stats.candidates = len(self.records)
         self.checkpoint()
+        self._write_claims()
 
     def _load_state(self, state: dict[str, Any]) -> None:
         """The checkpoint's state, into the algorithm. The run directory checked its outline
@@ -142,6 +188,8 @@ class SearchDriver:
         not what the algorithm wrote, the way out is the same as for a lost checkpoint."""
         try:
             self.algorithm.load_state_dict(searcher_state(state)[1])
+            # A checkpoint from before the funnel decided no promotion.
+            self.funnel.load_state_dict(state.get("funnel", {"promoted": []}))
         except (KeyError, TypeError, ValueError, IndexError, EvosearchError) as e:
             raise EvosearchError(
                 f"{self.run_dir.checkpoint_path} holds no {self.config.search.algorithm} state this "
@@ -156,17 +204,18 @@ class SearchDriver:
         goes on past every recorded id (a damaged line's too), the counters are counted, and each
         record's proposal is taken back by the algorithm to be answered as it was, in the order it
         was (:meth:`restore`), so what it learnt, such as the evolution's population, is what it
-        had. What only the checkpoint held is lost, and said: the random generator starts again
-        (:meth:`Searcher.resume_numbering`), proposals that were in flight are not run again (their
-        ids stay unused), and the search clock is read from the records' times."""
+        had; the funnel's promotions are those with a result. What only the checkpoint held is lost,
+        and said: the random generator starts again (:meth:`Searcher.resume_numbering`), proposals
+        and promotions that were in flight are not run again (their ids stay unused), and the search
+        clock is read from the records' times."""
         aside = self.run_dir.set_checkpoint_aside()
         self.algorithm.resume_numbering(events.highest_id() + 1)
-        for record in self.records:
+        for record in events.records:
             self.algorithm.adopt(_proposal(record))
-        self.elapsed_before = _records_span(self.records)
+        self.elapsed_before = _records_span(events.records)
         kept = f"; the old one is kept as {aside.name}" if aside else ""
         self.progress.log(
-            f"rebuilt the search state from {len(self.records)} records: ids go on from "
+            f"rebuilt the search state from {len(events.records)} records: ids go on from "
             f"{self.algorithm.next_id}, the random generator starts again, the search clock reads "
             f"{self.elapsed_before / 60:.1f} min{kept}"
         )
@@ -182,12 +231,14 @@ class SearchDriver:
         self.data_refs = put_datasets(self.datasets)
         for proposal in sorted(self.algorithm.pending.values(), key=lambda p: p.id):
             self._start(proposal)  # in flight when the last session stopped: run again
+        for candidate_id, rung in self.funnel.in_flight:
+            self._start_promotion(candidate_id, rung)
         with _stop_requests() as stop:
             try:
                 while not stop.requested:
                     busy = time.monotonic()
                     self._fill()
-                    if not self.in_flight:
+                    if not self.in_flight and not self.promotions:
                         break
                     self.stats.driver_s += time.monotonic() - busy
                     ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=1.0)
@@ -213,10 +264,29 @@ class SearchDriver:
         self.checkpoint()
         return True
 
-    def _can_propose(self) -> bool:
+    def _fill(self) -> None:
+        """Start work while workers are free: a promotion first (:meth:`Funnel.next_promotion`), else a
+        new candidate; once no new candidate may start and none is in flight, the rungs' leaders."""
+        while self._busy() < self.config.resources.concurrency and self._train_steps_left():
+            promotion = self.funnel.next_promotion()
+            if promotion is None and self._proposals_left():
+                proposal = self.algorithm.suggest()
+                self.checkpoint()
+                self._start(proposal)
+                continue
+            if promotion is None and not self.in_flight:
+                promotion = self.funnel.leader_promotion()
+            if promotion is None:
+                return
+            self.checkpoint()
+            self._start_promotion(*promotion)
+
+    def _busy(self) -> int:
+        return len(self.in_flight) + len(self.promotions)
+
+    def _proposals_left(self) -> bool:
+        """Whether a new candidate may start: no budget of ``search`` is spent."""
         search = self.config.search
-        if len(self.in_flight) >= self.config.resources.concurrency:
-            return False
         if (
             search.max_evaluations is not None
             and self.stats.evaluations + len(self.in_flight) >= search.max_evaluations
@@ -227,11 +297,9 @@ class SearchDriver:
             return False
         return search.max_minutes is None or self.elapsed() < 60 * search.max_minutes
 
-    def _fill(self) -> None:
-        while self._can_propose():
-            proposal = self.algorithm.suggest()
-            self.checkpoint()
-            self._start(proposal)
+    def _train_steps_left(self) -> bool:
+        limit = self.config.search.max_train_steps
+        return limit is None or self.stats.train_steps < limit
 
     def _start(self, proposal: Proposal) -> None:
         structural_hash = proposal.graph.structural_hash()
@@ -251,20 +319,49 @@ class SearchDriver:
         ref = probe_remote.options(num_cpus=self.config.resources.cpus_per_probe, max_retries=0).remote(
             graph_to_dict(candidate.proposal.graph), self.config.probes
         )
-        self.refs[ref] = (candidate.proposal.id, None, time.monotonic())
+        self.refs[ref] = (candidate.proposal.id, None, None, time.monotonic())
 
     def _on_ready(self, ref: ray.ObjectRef) -> None:
-        candidate_id, task_index, started = self.refs.pop(ref)
-        candidate = self.in_flight[candidate_id]
-        if task_index is None:
-            self._on_probe(candidate, _get_probe(ref), time.monotonic() - started)
+        candidate_id, rung, run, started = self.refs.pop(ref)
+        if run is None:
+            self._on_probe(self.in_flight[candidate_id], _get_probe(ref), time.monotonic() - started)
             return
         result = training_result(ref, timed_out=ref in self.timed_out)
         self.timed_out.discard(ref)
-        candidate.results[task_index] = {**result, "task": self.objectives[task_index]}
+        entry = {**result, "task": self.objectives[run.task], "fidelity": [run.steps, run.seed]}
         self.stats.worker_s += float(result.get("wall_s") or 0.0)
-        if len(candidate.results) == len(self.tasks):
-            self._finish_trained(candidate)
+        if rung == 0:
+            candidate = self.in_flight[candidate_id]
+            candidate.results[run] = entry
+            if len(candidate.results) == len(self._runs(0)):
+                self._finish_trained(candidate)
+            return
+        promotion = self.promotions[candidate_id, rung]
+        promotion.results[run] = entry
+        if len(promotion.results) == len(promotion.runs):
+            self._finish_promotion(promotion)
+
+    def _runs(self, rung: int) -> list[_Run]:
+        """The training runs of ``rung``: each task with each of the rung's seeds."""
+        steps_and_seeds = self.fidelity.rungs[rung].runs()
+        return [_Run(k, steps, seed) for k in range(len(self.tasks)) for steps, seed in steps_and_seeds]
+
+    def _submit_run(self, candidate_id: int, rung: int, graph: dict[str, Any], run: _Run) -> None:
+        task = self.tasks[run.task].at_fidelity(run.steps, run.seed)
+        ref = submit_training(graph, task, self.data_refs[run.task], self.config.resources)
+        self.refs[ref] = (candidate_id, rung, run, time.monotonic())
+
+    def _start_promotion(self, candidate_id: int, rung: int) -> None:
+        """Train a promoted candidate at ``rung``: the runs no lower rung has done already."""
+        graph = self.by_id[candidate_id].graph
+        promotion = _Promotion(candidate_id, rung, graph, self._runs(rung), time.monotonic())
+        for run in promotion.runs:
+            if (candidate_id, run) in self.runs_done:
+                promotion.results[run] = {**self.runs_done[candidate_id, run], "reused": True}
+        self.promotions[candidate_id, rung] = promotion
+        for run in promotion.runs:
+            if run not in promotion.results:
+                self._submit_run(candidate_id, rung, graph, run)
 
     def _on_probe(self, candidate: _Candidate, probe: dict[str, Any], seconds: float) -> None:
         candidate.probe = {**probe, "attempts": candidate.probe_attempts}
@@ -284,9 +381,8 @@ class SearchDriver:
             self.by_fingerprint[fingerprint] = candidate.proposal.id
         candidate.train_started = time.monotonic()
         graph_data = graph_to_dict(candidate.proposal.graph)
-        for k, (task, data_ref) in enumerate(zip(self.tasks, self.data_refs, strict=True)):
-            ref = submit_training(graph_data, task, data_ref, self.config.resources)
-            self.refs[ref] = (candidate.proposal.id, k, time.monotonic())
+        for run in self._runs(0):
+            self._submit_run(candidate.proposal.id, 0, graph_data, run)
 
     def _on_inconclusive_probe(self, candidate: _Candidate, reasons: list[str]) -> None:
         """No verdict, which is no reject: probe again, up to ``resources.retries`` times; then record the
@@ -302,24 +398,45 @@ class SearchDriver:
     def _enforce_timeouts(self) -> None:
         limit = self.config.resources.evaluation_timeout_s
         now = time.monotonic()
-        for ref, (_, task_index, started) in list(self.refs.items()):
-            if task_index is not None and ref not in self.timed_out and now - started > limit:
+        for ref, (_, _, run, started) in list(self.refs.items()):
+            if run is not None and ref not in self.timed_out and now - started > limit:
                 self.timed_out.add(ref)
                 ray.cancel(ref, force=True)
 
     # ---- finishing a candidate ------------------------------------------------------------------
 
     def _finish_trained(self, candidate: _Candidate) -> None:
-        results = [candidate.results[k] for k in range(len(self.tasks))]
-        exits = [str(r.get("exit_reason", ExitReason.ERROR)) for r in results]
-        scores = [
-            float(r["top1"]) if e in TRAINED_EXITS and r.get("top1") is not None else WORST_SCORE
-            for r, e in zip(results, exits, strict=True)
-        ]
+        runs = sorted(candidate.results, key=lambda run: (run.task, run.seed))
+        results = [candidate.results[run] for run in runs]
+        exits = [run_exit(r) for r in results]
         status = candidate_status(exits)
         reasons = [f"{r['task']}: {e}" for r, e in zip(results, exits, strict=True) if e not in TRAINED_EXITS]
         train_s = time.monotonic() - candidate.train_started
+        scores = self._rung_scores(candidate.results)
         self._finish(candidate, status, reasons=reasons, tasks=results, scores=scores, train_s=train_s)
+
+    def _rung_scores(self, results: dict[_Run, dict[str, Any]]) -> list[float]:
+        """Per task, the mean top-1 accuracy over the runs' training seeds; a run that did not train
+        to the end (hurdle, failure) scores :data:`WORST_SCORE`."""
+        per_task: list[list[float]] = [[] for _ in self.tasks]
+        for run, result in results.items():
+            per_task[run.task].append(run_score(result))
+        return [sum(scores) / len(scores) for scores in per_task]
+
+    def _finish_promotion(self, promotion: _Promotion) -> None:
+        record = RungRecord(
+            id=promotion.id,
+            rung=promotion.rung,
+            tasks=[promotion.results[run] for run in promotion.runs],
+            scores=self._rung_scores(promotion.results),
+            seconds=time.monotonic() - promotion.started,
+            finished_at=time.time(),
+        )
+        self.run_dir.append_rung(record)  # durable before it counts
+        del self.promotions[promotion.id, promotion.rung]
+        self._remember_rung(record)
+        self.checkpoint()
+        self._write_claims()
 
     def _finish_as_copy(self, candidate: _Candidate, status: Status, same_as: int) -> None:
         original = next((r for r in self.records if r.id == same_as), None)
@@ -372,22 +489,35 @@ class SearchDriver:
         )
         self.run_dir.append_event(record)  # durable before it counts
         del self.in_flight[proposal.id]
-        self.records.append(record)
         self._remember(record)
         self._tell_algorithm(record)
         self.stats.candidates += 1
         if status in EVALUATED:
             self.stats.evaluations += 1
         self.checkpoint()
-        if status in SCORED:
-            self.run_dir.write_best(self.records, self.objectives)
+        if status in EVALUATED:
+            self._write_claims()
+
+    def _write_claims(self) -> None:
+        """``best/`` and ``noise.json`` from every result so far; the noise into the progress line."""
+        self.claims = make_claims(self.records, self.rung_records, self.objectives, self.fidelity)
+        write_results(self.run_dir, self.claims)
+        self.stats.noise = {n: e.sd for n, e in self.claims.noise.items() if e.sd is not None}
 
     def _remember(self, record: CandidateRecord) -> None:
         """Index a finished record for deduplication and statistics. Only a record with a result of its
         own stands for its structure: not an inconclusive one (no result), nor a duplicate (its original
         stands, or, if that was inconclusive, nothing does), so a resumed run dedupes as the live one.
         An inconclusive probe may have computed a fingerprint before its budget ran out: that record
-        stands for no function either."""
+        stands for no function either.
+
+        A record trained on its own enters the funnel at rung 0 (a seed of the run as a reference),
+        and its runs are kept for higher rungs to reuse."""
+        self.records.append(record)
+        self.by_id[record.id] = record
+        if record.status in EVALUATED and record.scores is not None:
+            self.funnel.add_result(record.id, 0, record.scores, reference=record.origin == "seed")
+            self._remember_runs(record.id, record.tasks)
         if record.status not in (Status.INCONCLUSIVE, Status.DUPLICATE):
             self.by_hash.setdefault(record.structural_hash, record.id)
         if record.fingerprint and record.status not in (Status.REJECTED, Status.INCONCLUSIVE):
@@ -399,6 +529,27 @@ class SearchDriver:
         if record.status is Status.REJECTED:
             self.stats.rejections.update(reason.split(":")[0] for reason in record.reasons[:1])
 
+    def _remember_rung(self, record: RungRecord) -> None:
+        """A rung's result, into the funnel; its new runs kept for higher rungs to reuse."""
+        if record.id not in self.by_id:  # its candidate's record was set aside as damaged
+            return
+        self.rung_records.append(record)
+        self.funnel.add_result(record.id, record.rung, record.scores)
+        self._remember_runs(record.id, [entry for entry in record.tasks if not entry.get("reused")])
+
+    def _remember_runs(self, candidate_id: int, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            run = self._run_of(entry)
+            if run is not None:
+                self.runs_done[candidate_id, run] = entry
+                self.stats.train_steps += int(entry.get("steps") or 0)
+
+    def _run_of(self, entry: dict[str, Any]) -> _Run | None:
+        """Which run a training record is; None for a task not among the run's objectives."""
+        if entry.get("task") not in self.objectives:
+            return None
+        return _Run(self.objectives.index(entry["task"]), *run_fidelity(entry))
+
     def _tell_algorithm(self, record: CandidateRecord) -> None:
         if record.status is Status.REJECTED or record.scores is None:
             self.algorithm.discard(record.id)
@@ -408,8 +559,9 @@ class SearchDriver:
             self.algorithm.observe(record.id, record.scores)
 
     def _update_stats(self) -> None:
-        self.stats.in_flight = len(self.in_flight)
-        self.stats.training = sum(1 for _, k, _ in self.refs.values() if k is not None)
+        self.stats.in_flight = self._busy()
+        self.stats.training = sum(1 for _, _, run, _ in self.refs.values() if run is not None)
+        self.stats.rungs = self.funnel.counts()
         self.stats.elapsed_s = self.elapsed()
 
 
@@ -534,8 +686,11 @@ def _search_locked(
             f"{run_dir.path} already exists: resume it with --resume, or choose another name (--set name=...)"
         )
     tasks, objectives = run_dir.read_tasks() if resume and "tasks" not in changes else load_tasks(config)
+    if config.transfer.tasks:  # a held-out task that cannot load fails now, not after the search
+        load_tasks(RunConfig(tasks=config.transfer.tasks))
     driver = SearchDriver(config, tasks, objectives, progress)
     owns_ray = start_ray(config)  # before anything is written: a cluster out of reach leaves no trace
+    transferred = None
     try:
         run_dir.write_config(config)
         run_dir.write_tasks(tasks, objectives)
@@ -543,13 +698,15 @@ def _search_locked(
             driver.restore(rebuild)
             progress.log(f"resuming {run_dir.path}: {driver.stats.candidates} candidates done")
         finished = driver.run()
+        driver._update_stats()
+        progress.close(driver.stats)
+        if finished:
+            transferred = transfer(run_dir.path, log=lambda line: progress.log(f"transfer: {line}"))
     finally:
         if owns_ray:
             ray.shutdown()
-    driver._update_stats()
-    progress.close(driver.stats)
     return SearchSummary(
-        str(run_dir.path), not finished, driver.stats, pareto_front(driver.records), objectives
+        str(run_dir.path), not finished, driver.stats, driver.claims, objectives, transferred
     )
 
 
@@ -586,54 +743,3 @@ def _refuse_a_lost_checkpoint(run_dir: RunDirectory) -> None:
             f"candidate {next_id}, the records reach id {recorded}; restore the latest checkpoint, "
             f"or resume with {rebuild}"
         )
-
-
-def start_ray(config: RunConfig) -> bool:
-    """Join the configured cluster, or start a local instance on loopback; True if we started it."""
-    if ray.is_initialized():
-        return False
-    resources = config.resources
-    address = resources.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise EvosearchError(f"cannot join the Ray cluster at {address}: {one_line(e)}") from None
-        return True
-    with loopback_only():
-        ray.init(
-            address="local",  # a new instance: never join a cluster someone else started on this machine
-            num_cpus=resources.num_cpus,
-            num_gpus=resources.num_gpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            _node_ip_address="127.0.0.1",
-        )
-    return True
-
-
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-@contextmanager
-def loopback_only() -> Iterator[None]:
-    """Let a Ray instance started inside bind to 127.0.0.1.
-
-    Ray replaces 127.0.0.1 by this machine's network address unless its cluster mode is off, which it
-    reads from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, at import: setting the variable later, or
-    passing ``_node_ip_address``, is not enough. So both the variable (for the processes Ray starts)
-    and the constant Ray read are set here, and put back after: the started instance keeps its
-    address, and a later join of a real cluster from this process advertises a reachable one.
-    """
-    from ray._private import ray_constants
-
-    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(LOOPBACK_ENV)
-    ray_constants.ENABLE_RAY_CLUSTER, os.environ[LOOPBACK_ENV] = False, "0"
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
-        if saved[1] is None:
-            os.environ.pop(LOOPBACK_ENV)
-        else:
-            os.environ[LOOPBACK_ENV] = saved[1]

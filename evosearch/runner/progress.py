@@ -26,7 +26,10 @@ class SearchStats:
     worker_s: float = 0.0  # probe and training seconds reported by the workers
     statuses: Counter[str] = field(default_factory=Counter)
     rejections: Counter[str] = field(default_factory=Counter)  # by probe reason
-    best: dict[str, float] = field(default_factory=dict)  # per objective
+    best: dict[str, float] = field(default_factory=dict)  # per objective, at rung 0
+    rungs: list[int] = field(default_factory=list)  # candidates with a result at each rung of the funnel
+    train_steps: int = 0  # training steps run, summed over every run (rung, task, seed)
+    noise: dict[str, float] = field(default_factory=dict)  # per objective: sd over training seeds
 
     def line(self) -> str:
         minutes = max(self.elapsed_s / 60, 1e-9)
@@ -43,8 +46,12 @@ class SearchStats:
         inconclusive = self.statuses[Status.INCONCLUSIVE.value]
         if inconclusive:  # probes with no verdict: many means a probe budget too small for this machine
             parts.append(f"inconclusive {inconclusive}")
+        if len(self.rungs) > 1:
+            parts.append("rungs " + "/".join(map(str, self.rungs)))
         if self.best:
             parts.append("best " + ", ".join(f"{k} {v:.3f}" for k, v in self.best.items()))
+        if self.noise:
+            parts.append("noise ±" + "/".join(f"{v:.3f}" for v in self.noise.values()))
         parts.append(f"busy {self.in_flight}/{self.concurrency}")
         return " | ".join(parts)
 

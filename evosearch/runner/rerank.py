@@ -1,5 +1,6 @@
 """``evosearch rerank RUN``: EvoNorm's last step — train the best layers of a search again, longer or
-on a held-out task, with several seeds each, next to the hand-designed seeds as a reference.
+on a held-out task, with several seeds each, next to the hand-designed seeds as a reference. A run
+config's ``transfer`` section runs it when the search ends (:func:`transfer`).
 
 A proxy score is one short run with one seed; the ranking it gives is noisy. Reranking trains each of
 the top K layers (and each reference seed) once per (task, seed) on the same Ray workers the search
@@ -27,14 +28,15 @@ from evosearch.files import atomic_write_text, child_path, safe_filename
 from evosearch.layers.graph_io import graph_to_dict
 from evosearch.layers.seeds import seed_graph
 from evosearch.outcomes import TRAINED_EXITS, ExitReason
-from evosearch.runner.driver import start_ray
+from evosearch.runner.claims import format_score, ranked_layers, verdicts
 from evosearch.runner.lock import RERANK, RunLock
+from evosearch.runner.ray_cluster import start_ray
 from evosearch.runner.run_config import RunConfig, TaskSpec, load_tasks
-from evosearch.runner.run_directory import RunDirectory, rank_records
+from evosearch.runner.run_directory import RERANK_DIR, RunDirectory
 from evosearch.runner.workers import load_packed_datasets, put_datasets, submit_training, training_result
+from evosearch.search.significance import compare
 from evosearch.tasks.train import TaskConfig
 
-RERANK_DIR = "rerank"
 REFERENCE_SEEDS = ("bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0")
 
 
@@ -93,28 +95,31 @@ class RerankResult:
 
 
 def select_layers(run: RunDirectory, top: int, references: list[str]) -> list[Layer]:
-    """The run's ``top`` best trained layers, then the reference seeds not among them already."""
+    """The run's ``top`` best layers that are not seeds, ranked on the evidence behind them (the
+    highest rung of the funnel first: :func:`~evosearch.runner.claims.ranked_layers`), then the
+    reference seeds."""
     if top < 1:
         raise EvosearchError(f"--top must be at least 1, got {top}")
-    ranked = rank_records(run.read_events())[:top]
+    ranked = ranked_layers(run.read_events(), run.read_rungs(), run.objectives())
     if not ranked:
         raise EvosearchError(f"{run.path}: no trained candidate yet")
-    layers = [Layer(r.graph["name"], "candidate", r.id, r.formula, r.graph) for r in ranked]
-    hashes = {r.structural_hash for r in ranked}
+    candidates = [layer for layer in ranked if not layer.is_reference][:top]  # none: the seeds alone
+    layers = [Layer(r.name, "candidate", r.id, r.formula, r.graph) for r in candidates]
     for name in references:
         graph = seed_graph(name)
-        if graph.structural_hash() not in hashes:
-            layers.append(Layer(name, "reference", None, graph.formula(), graph_to_dict(graph)))
+        layers.append(Layer(name, "reference", None, graph.formula(), graph_to_dict(graph)))
     return layers
 
 
 def resolve_tasks(
-    run: RunDirectory, tasks: list[str], overrides: list[str]
+    run: RunDirectory, tasks: Sequence[str | TaskSpec], overrides: Sequence[str]
 ) -> tuple[list[TaskConfig], list[str]]:
-    """The named tasks (files or shipped names), or by default the run's own tasks as it trained them;
-    ``overrides`` (``key=value``) apply to each on top."""
+    """The given tasks (names or files of tasks, or task specs as a run config's ``tasks`` holds),
+    or by default the run's own tasks as it trained them; ``overrides`` (``key=value``) apply to each
+    on top."""
     if tasks:
-        return load_tasks(RunConfig(tasks=[TaskSpec(task=t) for t in tasks]), overrides)
+        specs = [t if isinstance(t, TaskSpec) else TaskSpec(task=t) for t in tasks]
+        return load_tasks(RunConfig(tasks=specs), overrides)
     own, names = run.read_tasks()
     resolved = []
     for name, task in zip(names, own, strict=True):
@@ -130,7 +135,7 @@ def rerank(
     *,
     top: int = 5,
     seeds: int = 3,
-    tasks: Sequence[str] = (),
+    tasks: Sequence[str | TaskSpec] = (),
     overrides: Sequence[str] = (),
     references: Sequence[str] = REFERENCE_SEEDS,
     address: str | None = None,
@@ -232,3 +237,52 @@ def _write_task(path: Path, name: str, task: TaskConfig, seeds: int, rows: list[
         "layers": layers,
     }
     return str(atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n"))
+
+
+def rerank_rows(result: RerankResult) -> list[dict[str, Any]]:
+    """The table of a rerank: each layer's mean ± sd over seeds on each task and, for a candidate, its
+    labels (one per task) against each reference layer, by the test the search's claims use."""
+    references = [row for row in result.rows if row.kind == "reference"]
+    rows = []
+    for row in result.rows:
+        shown: dict[str, Any] = {"layer": row.label, "kind": row.kind}
+        shown.update({name: _summary(row.tasks[name]) for name in result.tasks})
+        for ref in references:
+            if row.kind == "candidate":
+                comparisons = [
+                    compare(row.tasks[n].top1 or [0.0], ref.tasks[n].top1 or [0.0]) for n in result.tasks
+                ]
+                shown[f"vs {ref.label}"] = verdicts(comparisons)
+            else:
+                shown[f"vs {ref.label}"] = "itself" if ref is row else ""
+        rows.append(shown)
+    return rows
+
+
+def _summary(scores: TaskScores) -> str:
+    if scores.mean is None:
+        return f"failed ({', '.join(sorted(set(scores.exits)))})"
+    return f"{format_score(scores.mean, scores.std)} (n={scores.n})"
+
+
+def transfer(run_dir: str | Path, log: Callable[[str], None] | None = None) -> RerankResult | None:
+    """The run config's ``transfer`` step, run when the search ends: the top layers and the run's seed
+    layers trained again on the held-out tasks; None where the config has no transfer tasks. A run
+    whose transfer tables are all written already (a finished run resumed) is not trained again."""
+    run = RunDirectory(run_dir)
+    settings = run.read_config().transfer
+    if not settings.tasks:
+        return None
+    names = load_tasks(RunConfig(tasks=settings.tasks))[1]
+    if all(path.is_file() for path in task_files(run, names)):
+        if log is not None:
+            log(f"transfer: done already ({RERANK_DIR}/); `evosearch rerank` trains it again")
+        return None
+    return rerank(
+        run.path,
+        top=settings.top,
+        seeds=settings.seeds,
+        tasks=settings.tasks,
+        references=run.read_config().search.seed_names(),
+        log=log,
+    )

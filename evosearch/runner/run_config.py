@@ -20,6 +20,7 @@ from evosearch.probes.screen import ProbeConfig
 from evosearch.runner.lock import MIN_LOCK_TIMEOUT_S, STALE_AFTER_S
 from evosearch.search import Searcher, create_searcher, searcher_class
 from evosearch.search.evolution import EvolutionSettings
+from evosearch.search.funnel import FidelitySettings
 from evosearch.search.mutation import SearchSpace
 from evosearch.tasks.specs import load_task
 from evosearch.tasks.train import TaskConfig
@@ -33,6 +34,7 @@ RESUMABLE_CHANGES = (
     "search.max_evaluations",
     "search.max_minutes",
     "search.max_candidates",
+    "search.max_train_steps",
     "output_dir",
     "name",
 )
@@ -49,6 +51,10 @@ class SearchConfig:
     max_evaluations: int | None = 100  # candidates trained on the proxy tasks (the budget)
     max_minutes: float | None = None  # wall-clock budget, summed over resumed sessions
     max_candidates: int | None = None  # proposals of any fate; default 20 x max_evaluations
+    # Training steps summed over every run (each rung, task and training seed): once spent, nothing
+    # new starts, promotions included. The budget to compare searches at equal compute.
+    max_train_steps: int | None = None
+    fidelity: FidelitySettings = field(default_factory=FidelitySettings)  # the funnel's rungs and eta
     ops: str | list[str] = "search"  # "search", "batch_independent" (S family), or a list of ops
     max_nodes: int = 14
     seeds: str | list[str] = "all"  # seed layers in the initial population: "all", or names
@@ -57,7 +63,7 @@ class SearchConfig:
     mutation_weights: dict[str, float] = field(default_factory=lambda: dict(_EVOLUTION.mutation_weights))
 
     def __post_init__(self) -> None:
-        for key in ("max_evaluations", "max_candidates"):
+        for key in ("max_evaluations", "max_candidates", "max_train_steps"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"search.{key} must be at least 1, got {value}")
@@ -132,6 +138,24 @@ class TaskSpec:
 
 
 @dataclass
+class TransferConfig:
+    """EvoNorm's last step, run when the search ends (``evosearch rerank``): the ``top`` layers (on the
+    evidence of the funnel: the highest rung first) and the run's seed layers trained again with
+    ``seeds`` training seeds on held-out ``tasks`` (another batch size, depth or dataset), each
+    labelled against each seed layer. No tasks: no transfer step."""
+
+    tasks: list[TaskSpec] = field(default_factory=list)
+    top: int = 3
+    seeds: int = 3
+
+    def __post_init__(self) -> None:
+        if self.top < 1 or self.seeds < 1:
+            raise ConfigError(
+                f"transfer.top and transfer.seeds must be at least 1, got {self.top}, {self.seeds}"
+            )
+
+
+@dataclass
 class ResourcesConfig:
     address: str | None = None  # a Ray cluster ("auto", "HOST:6379"); default RAY_ADDRESS, else local
     num_cpus: int | None = None  # CPUs of the local Ray instance (default: all of this machine)
@@ -182,6 +206,7 @@ class RunConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     tasks: list[TaskSpec] = field(default_factory=lambda: [TaskSpec()])
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def __post_init__(self) -> None:

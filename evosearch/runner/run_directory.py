@@ -11,9 +11,14 @@
   any other damage loses no record (:meth:`RunDirectory.read_log`).
 - ``events.jsonl.corrupt``: lines set aside from ``events.jsonl`` on resume, with their line numbers
   and why; evosearch only ever appends to it.
-- ``checkpoint.json``: the search state (population, pending proposals, RNG, counters) with the
-  format's ``version``, replaced atomically after every proposal and every record.
-- ``best/``: the Pareto front of all trained candidates: graph files, exported modules, an index.
+- ``rungs.jsonl``: append-only, one :class:`RungRecord` per result of the funnel above rung 0 (a
+  candidate's rung-0 result is its record in ``events.jsonl``), read and repaired alike.
+- ``checkpoint.json``: the search state (population, pending proposals, promotions decided, RNG,
+  counters) with the format's ``version``, replaced atomically after every proposal and every record.
+- ``best/``: the Pareto front of the layers confirmed at the funnel's top rung (mean ± sd over
+  training seeds, labelled against each seed layer): graph files, exported modules, an index.
+- ``noise.json``: each objective's seed-to-seed noise as estimated so far
+  (:mod:`evosearch.runner.claims`).
 - ``report.html``, ``plots/``: written by ``evosearch report`` (:mod:`evosearch.cli.report_html`).
 - ``rerank/<task>.json``: written by ``evosearch rerank`` (:mod:`evosearch.runner.rerank`).
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import os
 import sys
@@ -50,13 +56,18 @@ CONFIG_FILE = "config.yaml"
 TASKS_FILE = "tasks.yaml"
 EVENTS_FILE = "events.jsonl"
 SET_ASIDE_FILE = "events.jsonl.corrupt"
+RUNGS_FILE = "rungs.jsonl"
+NOISE_FILE = "noise.json"
+RERANK_DIR = "rerank"  # rerank/<task>.json: the tables of `evosearch rerank` and the transfer step
 NOT_JSON = "not a line of JSON"
 CHECKPOINT_FILE = "checkpoint.json"
 ID_LIMIT = 2**63  # ids are below it: they go into file and class names
 BEST_DIR = "best"
 # Raise it when a change of layout would be misread by a reader of the last one; keep reading the old.
-CHECKPOINT_VERSION = 2  # the searcher's state under "searcher", its name under "algorithm"
-READABLE_CHECKPOINT_VERSIONS = (1, CHECKPOINT_VERSION)  # 1: regularized evolution's state under "evolution"
+# 3: the funnel's promotions under "funnel"; 2: the searcher's state under "searcher", its name under
+# "algorithm"; 1: regularized evolution's state alone, under "evolution".
+CHECKPOINT_VERSION = 3
+READABLE_CHECKPOINT_VERSIONS = (1, 2, CHECKPOINT_VERSION)
 TASKS_HEADER = (
     "# The proxy tasks of this run as resolved when it started, one per objective, in the order of every\n"
     "# record's scores. The run reads them from here: the task files are not read again.\n"
@@ -96,29 +107,73 @@ class CandidateRecord:
         ``id``, ``parent`` and ``same_as`` are ints (not bools, floats or strings), a float field also
         takes an int. Anything else raises :class:`RecordError` naming the field: a record once read
         is trusted, its id even goes into file names."""
-        if not isinstance(data, dict):
-            raise RecordError(f"not a JSON object but {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(CandidateRecord)}
-        unknown = [key for key in data if key not in fields]
-        if unknown:
-            raise RecordError(f"unknown key {shorten(str(unknown[0]), 40)}")
-        missing = [name for name, f in fields.items() if name not in data and _is_required(f)]
-        if missing:
-            raise RecordError(f"missing key {missing[0]}")
-        for name, value in data.items():
-            if not _is_of(value, _RECORD_TYPES[name]):
-                raise RecordError(f"{name} must be {_expected(fields[name])}")
-        for name in ("id", "parent", "same_as"):  # ids become file and class names: keep them short
-            if data.get(name) is not None and not 0 <= data[name] < ID_LIMIT:
-                raise RecordError(f"{name} must be an id from 0 to 2**63 - 1")
+        _check_record(CandidateRecord, data)
         return CandidateRecord(**{**data, "status": Status(data["status"])})
+
+    @property
+    def key(self) -> int:
+        """What no two records of the log share."""
+        return self.id
+
+
+@dataclass
+class RungRecord:
+    """A candidate's result at a rung of the funnel above rung 0 (rung 0's is its
+    :class:`CandidateRecord`): one line of ``rungs.jsonl``. ``tasks`` holds one training record per
+    task and training seed of the rung, runs of lower rungs it reuses included; ``scores`` one per
+    task, the mean over the rung's seeds (a run that did not finish training scores worst)."""
+
+    id: int
+    rung: int
+    tasks: list[dict[str, Any]]
+    scores: list[float]
+    seconds: float = 0.0  # from the promotion to the last result
+    finished_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: Any) -> RungRecord:
+        """As :meth:`CandidateRecord.from_json`: exactly this class's fields, each of its type."""
+        _check_record(RungRecord, data)
+        if not 0 < data["rung"] < 1000:
+            raise RecordError("rung must be from 1 to 999")
+        return RungRecord(**data)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.id, self.rung
+
+
+def _check_record(cls: type, data: Any) -> None:
+    """Raise :class:`RecordError` unless ``data`` has exactly ``cls``'s fields (those with defaults may
+    be left out), each of its declared type, its ids in range."""
+    if not isinstance(data, dict):
+        raise RecordError(f"not a JSON object but {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _record_types(cls)
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise RecordError(f"unknown key {shorten(str(unknown[0]), 40)}")
+    missing = [name for name, f in fields.items() if name not in data and _is_required(f)]
+    if missing:
+        raise RecordError(f"missing key {missing[0]}")
+    for name, value in data.items():
+        if not _is_of(value, hints[name]):
+            raise RecordError(f"{name} must be {_expected(fields[name], hints[name])}")
+    for name in ("id", "parent", "same_as"):  # ids become file and class names: keep them short
+        if data.get(name) is not None and not 0 <= data[name] < ID_LIMIT:
+            raise RecordError(f"{name} must be an id from 0 to 2**63 - 1")
 
 
 class RecordError(EvosearchError):
-    """A line of ``events.jsonl`` is not a :class:`CandidateRecord`: see :meth:`CandidateRecord.from_json`."""
+    """A line of a log is not a record of its kind: see :meth:`CandidateRecord.from_json`."""
 
 
-_RECORD_TYPES = typing.get_type_hints(CandidateRecord)
+@functools.cache
+def _record_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _is_required(f: dataclasses.Field) -> bool:
@@ -145,9 +200,8 @@ def _is_of(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def _expected(f: dataclasses.Field) -> str:
+def _expected(f: dataclasses.Field, hint: Any) -> str:
     """A field's type as its error message names it: the annotation, an enum's values."""
-    hint = _RECORD_TYPES[f.name]
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return "one of " + ", ".join(member.value for member in hint)
     return str(f.type)
@@ -284,15 +338,19 @@ class RunDirectory:
 
     def append_event(self, record: CandidateRecord) -> None:
         """Durable before it counts: written, flushed and fsynced."""
-        line = json.dumps(record.to_json(), allow_nan=True) + "\n"
-        with open(self.events_path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        _append_line(self.events_path, record.to_json())
+
+    def append_rung(self, record: RungRecord) -> None:
+        """A rung's result, durable before it counts, as :meth:`append_event`."""
+        _append_line(self.rungs_path, record.to_json())
 
     @property
     def set_aside_path(self) -> Path:
         return child_path(self.path, SET_ASIDE_FILE)
+
+    @property
+    def rungs_path(self) -> Path:
+        return child_path(self.path, RUNGS_FILE)
 
     def read_events(
         self, repair: bool = False, log: Callable[[str], None] | None = warn
@@ -316,40 +374,14 @@ class RunDirectory:
         ``events.jsonl.corrupt`` with their line numbers, never deleted, then ``events.jsonl`` is
         replaced at once by the records alone, newline-terminated, so it is clean to append to.
         Without it, reading writes nothing: ``report`` may read a run that is still going."""
-        if not self.events_path.exists():
-            return EventLog([], [])
-        if not self.events_path.is_file():
-            raise EvosearchError(f"{self.events_path} is not a file: the run's records cannot be read")
-        raw = self.events_path.read_bytes()
-        *complete, tail = raw.split(b"\n")
-        lines = [line + b"\n" for line in complete]
-        events, kept = _parse_lines(lines)
-        last = _parse_line(len(lines) + 1, tail + b"\n", {r.id for r in events.records}) if tail else None
-        if isinstance(last, CandidateRecord):  # whole but for its newline
-            events.records.append(last)
-            kept.append(tail + b"\n")
-        elif last is not None and last.reason != NOT_JSON:  # whole too, but no record: damaged
-            events.damaged.append(last)
-        if events.damaged and log is not None:
-            count = f"{len(events.damaged)} damaged line(s)"
-            done = f"set aside {count} in {SET_ASIDE_FILE}" if repair else f"skipped {count}"
-            kept_count = f"all {len(events.records)} intact records kept"
-            log(f"{self.events_path}: {done} ({events.summary()}); {kept_count}")
-        if repair and b"".join(kept) != raw:
-            self._set_aside(events.damaged)
-            atomic_write_bytes(self.events_path, b"".join(kept))
-        return events
+        return _read_records(CandidateRecord, self.events_path, self.set_aside_path, repair, log)
 
-    def _set_aside(self, damaged: list[DamagedLine]) -> None:
-        """Append ``damaged`` to ``events.jsonl.corrupt``, durably, under a line saying when."""
-        if not damaged:
-            return
-        entries = [f"line {d.number} ({d.reason}): ".encode() + d.text for d in damaged]
-        header = f"# set aside from {EVENTS_FILE} on {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
-        with open(self.set_aside_path, "ab") as f:
-            f.write(header + b"".join(entries))
-            f.flush()
-            os.fsync(f.fileno())
+    def read_rungs(self, repair: bool = False, log: Callable[[str], None] | None = warn) -> list[RungRecord]:
+        """Every intact record of ``rungs.jsonl`` (the funnel's results above rung 0), in the order
+        written, read and repaired as :meth:`read_log` reads ``events.jsonl``: a torn last line is a
+        promotion still in flight, other damage goes to ``rungs.jsonl.corrupt``."""
+        aside = child_path(self.path, RUNGS_FILE + ".corrupt")
+        return _read_records(RungRecord, self.rungs_path, aside, repair, log).records
 
     # ---- checkpoint -----------------------------------------------------------------------------
 
@@ -397,36 +429,92 @@ class RunDirectory:
 
     # ---- best -----------------------------------------------------------------------------------
 
-    def write_best(self, records: list[CandidateRecord], objectives: list[str]) -> list[CandidateRecord]:
-        """The Pareto front of the trained records as graph files, modules and an index. The files of
-        ``best/`` are evosearch's: one that is not the front's goes (a folder there stays)."""
-        front = pareto_front(records)
+    def write_best(self, layers: list[tuple[int, dict[str, Any]]], index: str) -> None:
+        """The run's best layers (id, graph) as graph files and modules, and ``index`` as the README
+        (:func:`export_layers`). The files of ``best/`` are evosearch's: one that is not the best's
+        goes (a folder there stays)."""
         best = self.best_path
-        stems = export_records(front, best, objectives, title="Pareto front")
+        stems = export_layers(layers, best, index)
         keep = {f"{stem}{suffix}" for stem in stems for suffix in (".yaml", ".py")} | {"README.md"}
         for stale in best.iterdir():
             if stale.name not in keep and not stale.is_dir():
                 stale.unlink()
-        return front
+
+    def write_noise(self, data: dict[str, Any]) -> None:
+        """The run's noise estimates, ``noise.json``, replaced at once."""
+        text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+        atomic_write_text(child_path(self.path, NOISE_FILE), text)
 
 
-def _parse_lines(lines: list[bytes]) -> tuple[EventLog, list[bytes]]:
-    """The records and damaged lines among complete ``lines``; the lines of the records."""
+def _append_line(path: Path, data: dict[str, Any]) -> None:
+    """One line of JSON appended to a log: written, flushed and fsynced before it counts."""
+    line = json.dumps(data, allow_nan=True) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_records(
+    kind: type, path: Path, aside: Path, repair: bool, log: Callable[[str], None] | None
+) -> EventLog:
+    """The records of kind ``kind`` in the log at ``path``, as :meth:`RunDirectory.read_log` says;
+    with ``repair``, damaged lines go to ``aside``."""
+    if not path.exists():
+        return EventLog([], [])
+    if not path.is_file():
+        raise EvosearchError(f"{path} is not a file: the run's records cannot be read")
+    raw = path.read_bytes()
+    *complete, tail = raw.split(b"\n")
+    lines = [line + b"\n" for line in complete]
+    events, kept = _parse_lines(kind, lines)
+    last = _parse_line(kind, len(lines) + 1, tail + b"\n", {r.key for r in events.records}) if tail else None
+    if isinstance(last, kind):  # whole but for its newline
+        events.records.append(last)
+        kept.append(tail + b"\n")
+    elif last is not None and last.reason != NOT_JSON:  # whole too, but no record: damaged
+        events.damaged.append(last)
+    if events.damaged and log is not None:
+        count = f"{len(events.damaged)} damaged line(s)"
+        done = f"set aside {count} in {aside.name}" if repair else f"skipped {count}"
+        kept_count = f"all {len(events.records)} intact records kept"
+        log(f"{path}: {done} ({events.summary()}); {kept_count}")
+    if repair and b"".join(kept) != raw:
+        _set_aside(aside, path.name, events.damaged)
+        atomic_write_bytes(path, b"".join(kept))
+    return events
+
+
+def _set_aside(aside: Path, source: str, damaged: list[DamagedLine]) -> None:
+    """Append ``damaged`` to ``aside``, durably, under a line saying from where and when."""
+    if not damaged:
+        return
+    entries = [f"line {d.number} ({d.reason}): ".encode() + d.text for d in damaged]
+    header = f"# set aside from {source} on {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+    with open(aside, "ab") as f:
+        f.write(header + b"".join(entries))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _parse_lines(kind: type, lines: list[bytes]) -> tuple[EventLog, list[bytes]]:
+    """The records of ``kind`` and damaged lines among complete ``lines``; the lines of the records."""
     log, kept = EventLog([], []), []
-    seen: set[int] = set()
+    seen: set[Any] = set()
     for number, line in enumerate(lines, start=1):
-        parsed = _parse_line(number, line, seen)
+        parsed = _parse_line(kind, number, line, seen)
         if isinstance(parsed, DamagedLine):
             log.damaged.append(parsed)
             continue
         log.records.append(parsed)
         kept.append(line)
-        seen.add(parsed.id)
+        seen.add(parsed.key)
     return log, kept
 
 
-def _parse_line(number: int, line: bytes, seen: set[int]) -> CandidateRecord | DamagedLine:
-    """Line ``number``'s record, or why it is damaged; ``seen``: the ids of the records before it."""
+def _parse_line(kind: type, number: int, line: bytes, seen: set[Any]) -> Any:
+    """Line ``number``'s record of ``kind``, or why it is damaged (a :class:`DamagedLine`); ``seen``:
+    the keys of the records before it."""
     try:
         data = json.loads(line.decode("utf-8-sig"))  # -sig: a byte order mark an editor put first
     except (ValueError, RecursionError):  # a UnicodeDecodeError is a ValueError
@@ -434,11 +522,12 @@ def _parse_line(number: int, line: bytes, seen: set[int]) -> CandidateRecord | D
     named = data.get("id") if isinstance(data, dict) else None
     named = named if _is_of(named, int) and 0 <= named < ID_LIMIT else None
     try:
-        record = CandidateRecord.from_json(data)
+        record = kind.from_json(data)
     except RecordError as e:
         return DamagedLine(number, str(e), line, named)
-    if record.id in seen:
-        return DamagedLine(number, f"repeats id {record.id}, whose first record is kept", line, record.id)
+    if record.key in seen:
+        what = f"id {record.id}" if kind is CandidateRecord else f"candidate {record.id}'s rung {record.rung}"
+        return DamagedLine(number, f"repeats {what}, whose first record is kept", line, record.id)
     return record
 
 
@@ -510,37 +599,18 @@ def _best_mean_first(record: CandidateRecord) -> tuple[float, int]:
     return -float(np.mean(record.scores)), record.id
 
 
-def export_records(
-    records: list[CandidateRecord], directory: Path, objectives: list[str], title: str
-) -> list[str]:
-    """Each record's graph file and standalone module as ``<rank>_candidate_<id>.yaml`` / ``.py``
-    (class ``Candidate<id>``), and ``README.md`` indexing them; the file stems, in rank order. Every
-    file lands in ``directory`` whatever the records hold (:func:`child_path`)."""
+def export_layers(layers: list[tuple[int, dict[str, Any]]], directory: Path, index: str) -> list[str]:
+    """Each layer's (id, graph data) graph file and standalone module as ``<rank>_candidate_<id>.yaml``
+    / ``.py`` (class ``Candidate<id>``), and ``index`` as ``README.md``; the file stems, in rank order.
+    Every file lands in ``directory`` whatever the records hold (:func:`child_path`)."""
     directory.mkdir(parents=True, exist_ok=True)
     stems = []
-    for rank, record in enumerate(records):
-        stem = safe_filename(f"{rank:02d}_candidate_{record.id}")
-        graph = graph_from_dict(record.graph)
-        module = layer_source(graph, class_name=f"Candidate{record.id}")  # checked before a file is written
+    for rank, (candidate_id, graph_data) in enumerate(layers):
+        stem = safe_filename(f"{rank:02d}_candidate_{candidate_id}")
+        graph = graph_from_dict(graph_data)
+        module = layer_source(graph, class_name=f"Candidate{candidate_id}")  # checked before any file
         save_graph(graph, child_path(directory, f"{stem}.yaml"))
         atomic_write_text(child_path(directory, f"{stem}.py"), module)
         stems.append(stem)
-    atomic_write_text(child_path(directory, "README.md"), best_index(records, objectives, title))
+    atomic_write_text(child_path(directory, "README.md"), index)
     return stems
-
-
-def best_index(records: list[CandidateRecord], objectives: list[str], title: str = "Pareto front") -> str:
-    header = "| rank | candidate | " + " | ".join(objectives) + " | formula |"
-    lines = [
-        f"# {title}",
-        "",
-        f"Written {time.strftime('%Y-%m-%d %H:%M:%S')}. Each layer has a graph file (`.yaml`) and a "
-        "standalone PyTorch module (`.py`).",
-        "",
-        header,
-        "|" + "---|" * (len(objectives) + 3),
-    ]
-    for rank, r in enumerate(records):
-        scores = " | ".join(f"{s:.4f}" for s in r.scores)
-        lines.append(f"| {rank} | {r.id} | {scores} | `{r.formula}` |")
-    return "\n".join(lines) + "\n"

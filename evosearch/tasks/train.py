@@ -138,6 +138,25 @@ class TaskConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def at_fidelity(self, steps: float, seed_offset: int = 0) -> TaskConfig:
+        """This task trained for the fraction ``steps`` of its steps, with the seed ``train.seed +
+        seed_offset``: a rung of the search's funnel. The schedule keeps its shape: the warm-up and
+        the hurdle step scale with the steps, so a short run warms up and meets its hurdle at the
+        same point of its schedule as the full one (a hurdle at the last step or after is none)."""
+        train = self.train
+        total = max(1, round(steps * train.steps))
+        hurdle = None if train.hurdle_step is None else max(1, round(steps * train.hurdle_step))
+        fault = train.inject_device_fault_at_step
+        scaled = dataclasses.replace(
+            train,
+            steps=total,
+            warmup_steps=round(steps * train.warmup_steps),
+            hurdle_step=hurdle if hurdle is not None and hurdle < total else None,
+            seed=train.seed + seed_offset,
+            inject_device_fault_at_step=None if fault is None else min(fault, total),
+        )
+        return dataclasses.replace(self, train=scaled)
+
 
 @dataclass
 class TrainResult:
