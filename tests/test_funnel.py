@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import cli_error, records, tiny_task, wait_for, write_config
@@ -69,11 +71,11 @@ def test_ranking_is_by_pareto_rank_then_mean():
     assert rank_results(results) == [0, 1, 2, 3]
 
 
-def test_seed_layers_go_through_every_rung_and_failures_never_go_on():
+def test_seed_layers_go_through_every_rung_and_failed_candidates_never_go_on():
     funnel = Funnel(THREE_RUNGS)
-    funnel.add_result(0, 0, (0.0,), reference=True)  # a seed that failed: no claim can use it
+    funnel.add_result(0, 0, (0.0,), reference=True)  # a seed that failed a short rung goes on too
     funnel.add_result(1, 0, (0.2,), reference=True)
-    assert promotions(funnel) == [(1, 1)]  # a reference goes on at once, whatever its rank
+    assert promotions(funnel) == [(0, 1), (1, 1)]  # references go on at once, whatever their rank
     funnel.add_result(1, 1, (0.3,))
     assert promotions(funnel) == [(1, 2)]
     failed = funnel_with({i: (0.0,) for i in range(9)})
@@ -131,8 +133,8 @@ def test_bad_rungs_are_one_config_error(override, message):
 def test_a_rung_trains_a_fraction_of_the_schedule_with_its_seed():
     task = tiny_task(steps=300, warmup_steps=30, hurdle_step=100, seed=4)
     short = task.at_fidelity(0.34, seed_offset=2).train
-    assert (short.steps, short.warmup_steps, short.hurdle_step, short.seed) == (102, 10, 34, 6)
-    assert task.at_fidelity(0.001).train.hurdle_step is None  # one step: no hurdle before the end
+    assert (short.steps, short.warmup_steps, short.hurdle_step, short.seed) == (102, 10, 100, 6)
+    assert task.at_fidelity(0.25).train.hurdle_step is None  # it ends before the hurdle: none
     assert task.at_fidelity(1.0) == task
 
 
@@ -156,10 +158,18 @@ def rung_records(run_dir) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def test_a_funnel_search_trains_each_rung_reuses_runs_and_confirms_at_the_top(tmp_path):
-    result = run_cli("run", str(funnel_config(tmp_path, "funnel")), "--quiet", "--json")
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, dict]:
+    """One tiny funnel search run to the end, with one worker (so it replays exactly): its run
+    directory and its summary. Tests that change a run work on a copy."""
+    root = tmp_path_factory.mktemp("funnel")
+    result = run_cli("run", str(funnel_config(root, "straight")), "--quiet", "--json")
     assert result.returncode == 0, result.stderr
-    run_dir = tmp_path / "runs" / "funnel"
+    return root / "runs" / "straight", json.loads(result.stdout)
+
+
+def test_a_funnel_search_trains_each_rung_reuses_runs_and_confirms_at_the_top(finished):
+    run_dir, summary = finished
     trained = [r for r in records(run_dir) if r["tasks"]]
     assert all(t["steps"] == 4 and t["fidelity"] == [0.5, 0] for r in trained for t in r["tasks"])
     rungs = rung_records(run_dir)
@@ -174,7 +184,6 @@ def test_a_funnel_search_trains_each_rung_reuses_runs_and_confirms_at_the_top(tm
         assert reused["reused"] and reused["top1"] == by_rung[record["id"], 1]["tasks"][0]["top1"]
         top1 = [t["top1"] if t["exit_reason"] == "completed" else 0.0 for t in record["tasks"]]
         assert record["scores"] == [pytest.approx(sum(top1) / 3)]
-    summary = json.loads(result.stdout)
     claims = summary["claims"]
     assert claims["rung"] == 2 and claims["noise"]["generated_resnet"]["dof"] >= 2 * len(seeds)
     labels = {c["verdict"] for claim in claims["claims"] for v in claim["versus"].values() for c in v}
@@ -196,10 +205,7 @@ def comparable(entry: dict) -> dict:
     return out
 
 
-def test_a_driver_killed_with_a_promotion_in_flight_resumes_to_the_same_results(tmp_path):
-    result = run_cli("run", str(funnel_config(tmp_path, "straight")), "--quiet")
-    assert result.returncode == 0, result.stderr
-
+def test_a_driver_killed_with_a_promotion_in_flight_resumes_to_the_same_results(tmp_path, finished):
     run_dir = tmp_path / "runs" / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "evosearch.cli", "run", str(funnel_config(tmp_path, "killed")), "--quiet"],
@@ -217,7 +223,7 @@ def test_a_driver_killed_with_a_promotion_in_flight_resumes_to_the_same_results(
 
     result = run_cli("run", str(run_dir), "--resume", "--quiet")
     assert result.returncode == 0, result.stderr
-    straight = tmp_path / "runs" / "straight"
+    straight = finished[0]
     assert [comparable(r) for r in records(run_dir)] == [comparable(r) for r in records(straight)]
     assert [comparable(r) for r in rung_records(run_dir)] == [comparable(r) for r in rung_records(straight)]
     keys = [(r["id"], r["rung"]) for r in rung_records(run_dir)]
@@ -234,10 +240,9 @@ def promotion_in_flight(run_dir) -> set[tuple[int, int]]:
     return {(i, r) for i, r in checkpoint.get("funnel", {}).get("promoted", [])} - done
 
 
-def test_a_damaged_rung_record_is_set_aside_on_resume_and_its_promotion_runs_again(tmp_path, capsys):
-    result = run_cli("run", str(funnel_config(tmp_path, "damaged")), "--quiet")
-    assert result.returncode == 0, result.stderr
-    run_dir = tmp_path / "runs" / "damaged"
+def test_a_damaged_rung_record_is_set_aside_on_resume_and_its_promotion_runs_again(tmp_path, finished):
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(finished[0], run_dir)
     lines = (run_dir / "rungs.jsonl").read_text().splitlines(keepends=True)
     first = json.loads(lines[0])
     lines[0] = json.dumps({**first, "rung": "one"}) + "\n"

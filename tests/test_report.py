@@ -199,10 +199,11 @@ def test_report_shows_the_noise_the_funnel_and_the_labelled_claims(tmp_path, cap
     assert "Welch t-test" in data["claims"]["test"]
     assert [(r["rung"], r["seeds"], r["layers"]) for r in data["rungs"]] == [(0, 1, 4), (1, 3, 3)]
     assert data["train_steps"] == (4 + 3 * 2) * STEPS  # the reused seed-0 runs count once
-    [row] = data["claim_table"]
-    assert (row["id"], row["seeds"], row["tiny"]) == (2, 3, "0.730 ± 0.010")
+    row = data["claim_table"][0]  # the front first: the candidate alone beats the seeds' means
+    assert (row["id"], row["front"], row["seeds"], row["tiny"]) == (2, "*", 3, "0.730 ± 0.010")
     assert (row["vs bn_relu"], row["vs gn_relu"]) == ("better", "within noise")
-    [claim] = data["claims"]["claims"]
+    assert [r["front"] for r in data["claim_table"][1:]] == ["", ""]  # the seeds, confirmed too
+    [claim] = [c for c in data["claims"]["claims"] if c["layer"]["origin"] != "seed"]
     assert claim["versus"]["bn_relu"][0]["verdict"] == "better"
 
     page = (path / "report.html").read_text()

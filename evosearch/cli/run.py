@@ -15,7 +15,13 @@ from evosearch.config import from_dict, merge, parse_overrides, to_dict
 from evosearch.errors import EvosearchError
 from evosearch.runner.claims import claim_rows, noise_line
 from evosearch.runner.rerank import rerank_rows
-from evosearch.runner.run_config import RunConfig, load_run_config, load_tasks, run_config_names
+from evosearch.runner.run_config import (
+    RunConfig,
+    load_run_config,
+    load_tasks,
+    load_transfer_tasks,
+    run_config_names,
+)
 from evosearch.runner.run_directory import RunDirectory
 
 INTERRUPTED = 130
@@ -60,6 +66,7 @@ def show_config(args: argparse.Namespace) -> int:
     is what ``run`` accepts."""
     config = load_run_config(args.config, args.set)
     load_tasks(config)
+    load_transfer_tasks(config)
     config = to_dict(config)
     if args.json:
         emit(config, as_json=True)

@@ -93,9 +93,11 @@ class Claim:
 
     layer: LayerResult
     versus: dict[str, list[Comparison]]  # seed layer name -> per objective
+    on_front: bool  # no layer of the top rung has a higher mean on every objective
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "on_front": self.on_front,
             "layer": self.layer.to_json(),
             "versus": {name: [c.to_json() for c in comparisons] for name, comparisons in self.versus.items()},
         }
@@ -109,7 +111,7 @@ class Claims:
     rung: int  # the rung the claims are made at: the funnel's top
     test: str  # the test behind the labels, in words
     noise: dict[str, NoiseEstimate]
-    claims: list[Claim]  # the top rung's Pareto front, best mean first
+    claims: list[Claim]  # every layer of the top rung, best first (the Pareto front first)
     confirmed: list[LayerResult]  # every layer of the top rung, best first
     references: list[LayerResult]  # the seed layers at the top rung
     unconfirmed: list[LayerResult]  # the best layers below the top rung, best first
@@ -176,14 +178,16 @@ def noise_estimates(
     steps: float,
 ) -> dict[str, NoiseEstimate]:
     """Each objective's seed-to-seed sd at ``steps`` (a fraction of the tasks' steps), pooled over the
-    layers with several training seeds there; every repeated evaluation adds to it."""
+    layers with several training seeds there; every repeated evaluation adds to it. Runs that did
+    not train to the end are left out: a layer that passes its hurdle on some seeds and not others
+    would otherwise set the noise of every layer (its own spread still counts in its own tests)."""
     scores: dict[tuple[int, str], dict[int, float]] = defaultdict(dict)
     all_runs = [(r.id, r.tasks) for r in records if r.status in EVALUATED]
     all_runs += [(r.id, r.tasks) for r in rung_records]
     for candidate_id, runs in all_runs:
         for run in runs:
             run_steps, seed = run_fidelity(run)
-            if run_steps == steps and run.get("task") in objectives:
+            if run_steps == steps and run.get("task") in objectives and run_exit(run) in TRAINED_EXITS:
                 scores[candidate_id, run["task"]][seed] = run_score(run)
     return {
         name: pooled_noise(list(seeds.values()) for (_, task), seeds in scores.items() if task == name)
@@ -203,10 +207,14 @@ def make_claims(
     top = fidelity.top
     confirmed = _best_first([layer for layer in layers.values() if layer.rung == top])
     references = [layer for layer in confirmed if layer.is_reference]
-    front = _front(confirmed)
+    front = {layer.id for layer in _front(confirmed)}
     claims = [
-        Claim(layer, {ref.name: _compare(layer, ref, alpha) for ref in references if ref.id != layer.id})
-        for layer in front
+        Claim(
+            layer,
+            {ref.name: _compare(layer, ref, alpha) for ref in references if ref.id != layer.id},
+            layer.id in front,
+        )
+        for layer in confirmed
     ]
     below = _best_first([layer for layer in layers.values() if layer.rung < top])
     return Claims(
@@ -258,12 +266,13 @@ def verdicts(comparisons: Sequence[Comparison]) -> str:
 
 
 def claim_rows(claims: Claims) -> list[dict[str, Any]]:
-    """The final table: each layer of the top rung's front with its mean ± sd over training seeds on
-    each objective, and its labels against each seed layer."""
+    """The final table: each layer of the top rung (``front``: on its Pareto front) with its mean ± sd
+    over training seeds on each objective, and its labels against each seed layer."""
     rows = []
     for claim in claims.claims:
         layer = claim.layer
-        row: dict[str, Any] = {"id": layer.id, "layer": layer.name, "seeds": max(map(len, layer.seeds))}
+        row: dict[str, Any] = {"id": layer.id, "layer": layer.name, "front": "*" if claim.on_front else ""}
+        row["seeds"] = max(map(len, layer.seeds))
         row.update(
             {
                 name: format_score(m, sd)
@@ -322,9 +331,10 @@ def best_index(claims: Claims, title: str = "Best layers, confirmed") -> str:
     lines = [
         f"# {title}",
         "",
-        f"Layers of the funnel's top rung (rung {claims.rung}) that no other layer there beats on every "
-        "objective, with the mean ± sd of their accuracy over training seeds. Labels, one per objective, "
-        f"against each seed layer of the run: {claims.test}. {noise_line(claims)}.",
+        f"The layers of the funnel's top rung (rung {claims.rung}), with the mean ± sd of their accuracy "
+        "over training seeds; those of its Pareto front (`*`: no layer there has a higher mean on every "
+        "objective) have a graph file and a module here. Labels, one per objective, against each seed "
+        f"layer of the run: {claims.test}. {noise_line(claims)}.",
         "",
     ]
     if not rows:
@@ -333,7 +343,9 @@ def best_index(claims: Claims, title: str = "Best layers, confirmed") -> str:
 
 
 def write_results(run_dir: RunDirectory, claims: Claims) -> None:
-    """``best/`` (the claims' layers, their modules and table) and ``noise.json``."""
-    run_dir.write_best([(c.layer.id, c.layer.graph) for c in claims.claims], best_index(claims))
+    """``best/`` (the top rung's front: modules, graph files; a table of every layer there) and
+    ``noise.json``."""
+    front = [(c.layer.id, c.layer.graph) for c in claims.claims if c.on_front]
+    run_dir.write_best(front, best_index(claims))
     noise = {name: {**estimate.to_json(), "rung": claims.rung} for name, estimate in claims.noise.items()}
     run_dir.write_noise({"test": claims.test, "objectives": noise})

@@ -52,7 +52,7 @@ from evosearch.runner.lock import DRIVER, RunLock
 from evosearch.runner.progress import Progress, SearchStats
 from evosearch.runner.ray_cluster import start_ray
 from evosearch.runner.rerank import RerankResult, transfer
-from evosearch.runner.run_config import RunConfig, blocking_changes, load_tasks
+from evosearch.runner.run_config import RunConfig, blocking_changes, load_tasks, load_transfer_tasks
 from evosearch.runner.run_directory import (
     CandidateRecord,
     EventLog,
@@ -232,7 +232,8 @@ class SearchDriver:
         for proposal in sorted(self.algorithm.pending.values(), key=lambda p: p.id):
             self._start(proposal)  # in flight when the last session stopped: run again
         for candidate_id, rung in self.funnel.in_flight:
-            self._start_promotion(candidate_id, rung)
+            if candidate_id in self.by_id:  # else its record was set aside as damaged: nothing to train
+                self._start_promotion(candidate_id, rung)
         with _stop_requests() as stop:
             try:
                 while not stop.requested:
@@ -686,8 +687,7 @@ def _search_locked(
             f"{run_dir.path} already exists: resume it with --resume, or choose another name (--set name=...)"
         )
     tasks, objectives = run_dir.read_tasks() if resume and "tasks" not in changes else load_tasks(config)
-    if config.transfer.tasks:  # a held-out task that cannot load fails now, not after the search
-        load_tasks(RunConfig(tasks=config.transfer.tasks))
+    load_transfer_tasks(config)
     driver = SearchDriver(config, tasks, objectives, progress)
     owns_ray = start_ray(config)  # before anything is written: a cluster out of reach leaves no trace
     transferred = None

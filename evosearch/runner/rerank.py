@@ -31,7 +31,7 @@ from evosearch.outcomes import TRAINED_EXITS, ExitReason
 from evosearch.runner.claims import format_score, ranked_layers, verdicts
 from evosearch.runner.lock import RERANK, RunLock
 from evosearch.runner.ray_cluster import start_ray
-from evosearch.runner.run_config import RunConfig, TaskSpec, load_tasks
+from evosearch.runner.run_config import RunConfig, TaskSpec, load_tasks, load_transfer_tasks
 from evosearch.runner.run_directory import RERANK_DIR, RunDirectory
 from evosearch.runner.workers import load_packed_datasets, put_datasets, submit_training, training_result
 from evosearch.search.significance import compare
@@ -273,7 +273,7 @@ def transfer(run_dir: str | Path, log: Callable[[str], None] | None = None) -> R
     settings = run.read_config().transfer
     if not settings.tasks:
         return None
-    names = load_tasks(RunConfig(tasks=settings.tasks))[1]
+    names = load_transfer_tasks(run.read_config())[1]
     if all(path.is_file() for path in task_files(run, names)):
         if log is not None:
             log(f"transfer: done already ({RERANK_DIR}/); `evosearch rerank` trains it again")

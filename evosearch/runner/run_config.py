@@ -241,6 +241,18 @@ def load_tasks(config: RunConfig, overrides: Sequence[str] = ()) -> tuple[list[T
     return tasks, names
 
 
+def load_transfer_tasks(config: RunConfig) -> tuple[list[TaskConfig], list[str]]:
+    """The transfer step's held-out tasks, resolved as :func:`load_tasks` resolves the search's; none
+    where the config has no transfer step. Called at the start, so that a task that cannot load
+    fails before the search rather than after it."""
+    if not config.transfer.tasks:
+        return [], []
+    try:
+        return load_tasks(RunConfig(tasks=config.transfer.tasks))
+    except ConfigError as e:
+        raise ConfigError(f"transfer.{e}") from None
+
+
 def run_config_names() -> list[str]:
     """The run configs shipped with the package (the repository's ``configs/*.yaml``)."""
     return config_names(shipped_configs())

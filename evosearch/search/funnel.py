@@ -8,8 +8,9 @@ searcher for a new candidate, and the funnel answers, from the highest rung down
 
 - among the best ``1/eta`` of all candidates that have completed its rung so far (ranked by Pareto
   rank over the objectives, then by mean score: :func:`rank_results`), and not promoted yet; or
-- a reference layer (a seed of the run): references go through every rung, since the seeds' spread
-  over training seeds is the run's noise estimate and every claim is made against them.
+- a reference layer (a seed of the run): references go through every rung, even where they fail a
+  short one, since the seeds' spread over training seeds is the run's noise estimate and every
+  claim is made against them.
 
 No barrier: a rung's ranking is the one at the moment of asking, so a few candidates go on that a
 synchronous funnel would have stopped, which costs little (ASHA's finding). Candidates are compared
@@ -170,8 +171,10 @@ class Funnel:
         results = self.results[rung]
         quota = math.floor(len(results) / self.settings.eta)
         top = rank_results(results)[:quota]
-        chosen = [*top, *sorted(self.references & set(results))]
-        return (i for i in chosen if (i, rung + 1) not in self.promoted and not _failed(results[i]))
+        going_on = [i for i in top if not _failed(results[i])]
+        # A seed layer goes on even where it failed here: every claim is made against it.
+        chosen = [*going_on, *sorted(self.references & set(results))]
+        return (i for i in chosen if (i, rung + 1) not in self.promoted)
 
     def _promote(self, candidate_id: int, rung: int) -> tuple[int, int]:
         self.promoted.add((candidate_id, rung))

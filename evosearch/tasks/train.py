@@ -140,12 +140,13 @@ class TaskConfig:
 
     def at_fidelity(self, steps: float, seed_offset: int = 0) -> TaskConfig:
         """This task trained for the fraction ``steps`` of its steps, with the seed ``train.seed +
-        seed_offset``: a rung of the search's funnel. The schedule keeps its shape: the warm-up and
-        the hurdle step scale with the steps, so a short run warms up and meets its hurdle at the
-        same point of its schedule as the full one (a hurdle at the last step or after is none)."""
+        seed_offset``: a rung of the search's funnel. The schedule keeps its shape (the warm-up scales
+        with the steps); the quality hurdle stays at its step, where a layer that learns is known to
+        be above it, so a run that ends before it has none (a layer slow to start is judged by the
+        accuracy it ends with, not failed by a hurdle moved earlier)."""
         train = self.train
         total = max(1, round(steps * train.steps))
-        hurdle = None if train.hurdle_step is None else max(1, round(steps * train.hurdle_step))
+        hurdle = train.hurdle_step
         fault = train.inject_device_fault_at_step
         scaled = dataclasses.replace(
             train,
