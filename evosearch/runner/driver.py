@@ -440,7 +440,7 @@ class SearchDriver:
         self._write_claims()
 
     def _finish_as_copy(self, candidate: _Candidate, status: Status, same_as: int) -> None:
-        original = next((r for r in self.records if r.id == same_as), None)
+        original = self.by_id.get(same_as)
         if original is None:  # the original is still in flight: nothing to reuse yet
             self._finish(
                 candidate, status, reasons=[f"same as candidate {same_as} (in flight)"], same_as=same_as
