@@ -90,7 +90,7 @@ def test_leaders_are_confirmed_when_the_search_takes_no_new_candidates():
     funnel.add_result(1, 1, (0.62,))
     assert funnel.leader_promotion() == (1, 2)
     funnel.add_result(1, 2, (0.61,))
-    assert funnel.leader_promotion() is None and funnel.rung_of(1) == 2 and funnel.counts() == [2, 1, 1]
+    assert funnel.leader_promotion() is None and funnel.counts() == [2, 1, 1]
 
 
 def test_the_state_restores_the_promotions_in_flight_exactly():
@@ -106,12 +106,6 @@ def test_the_state_restores_the_promotions_in_flight_exactly():
     assert resumed.in_flight == [(5, 1)] and resumed.next_promotion() is None
     with pytest.raises(EvosearchError, match="rung"):
         Funnel(THREE_RUNGS).load_state_dict({"promoted": [[1, 7]]})
-
-
-def test_a_rung_adds_only_the_runs_below_it_lacks():
-    assert THREE_RUNGS.new_runs(0) == [(0.5, 0)]
-    assert THREE_RUNGS.new_runs(1) == [(1.0, 0)]
-    assert THREE_RUNGS.new_runs(2) == [(1.0, 1), (1.0, 2)]
 
 
 @pytest.mark.parametrize(

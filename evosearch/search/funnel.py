@@ -89,11 +89,6 @@ class FidelitySettings:
     def top(self) -> int:
         return len(self.rungs) - 1
 
-    def new_runs(self, rung: int) -> list[tuple[float, int]]:
-        """The runs rung ``rung`` adds to those of the rungs below it."""
-        done = {run for lower in self.rungs[:rung] for run in lower.runs()}
-        return [run for run in self.rungs[rung].runs() if run not in done]
-
 
 def rank_results(results: dict[int, Sequence[float]]) -> list[int]:
     """Candidate ids best first: by Pareto rank over the objectives (every objective higher is
@@ -158,10 +153,6 @@ class Funnel:
     def in_flight(self) -> list[tuple[int, int]]:
         """Promotions decided whose result is not in yet, in the order of their ids and rungs."""
         return sorted((i, r) for i, r in self.promoted if i not in self.results[r])
-
-    def rung_of(self, candidate_id: int) -> int | None:
-        """The highest rung with a result of the candidate; None where it has none."""
-        return max((r for r, results in enumerate(self.results) if candidate_id in results), default=None)
 
     def counts(self) -> list[int]:
         """Candidates with a result at each rung."""
