@@ -39,7 +39,7 @@ from typing import Any
 
 import ray
 
-from evosearch.runner.claims import ranked_layers, run_score
+from evosearch.runner.claims import ranked_layers, run_score, trained_runs
 from evosearch.runner.driver import run_search
 from evosearch.runner.progress import Progress
 from evosearch.runner.ray_cluster import start_ray
@@ -147,7 +147,7 @@ def steps_until(records: list, rungs: list, candidate_id: int) -> int:
     ]
     spent = 0
     for _, owner, runs in sorted(finished, key=lambda f: f[0]):
-        spent += sum(int(run.get("steps") or 0) for run in runs if not run.get("reused"))
+        spent += sum(int(run.get("steps") or 0) for run in trained_runs(runs))
         if owner == candidate_id:
             return spent
     raise ValueError(f"candidate {candidate_id} has no result")

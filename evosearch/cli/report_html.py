@@ -40,7 +40,7 @@ from matplotlib.ticker import MaxNLocator
 from evosearch.errors import EvosearchError
 from evosearch.files import atomic_write_bytes, atomic_write_text, child_path
 from evosearch.outcomes import EVALUATED, SCORED, Status
-from evosearch.runner.claims import Claims, claim_rows, format_score, layer_rows, make_claims
+from evosearch.runner.claims import Claims, claim_rows, format_score, layer_rows, make_claims, trained_runs
 from evosearch.runner.run_directory import (
     RERANK_DIR,
     CandidateRecord,
@@ -234,9 +234,8 @@ def rung_counts(
 
 
 def train_steps(records: list[CandidateRecord], rung_records: list[RungRecord]) -> int:
-    """Training steps the run spent: every training run of every rung, task and seed. A rung that
-    reuses a lower rung's run holds a copy of it marked ``reused``, which is not counted again."""
-    runs = [run for r in [*records, *rung_records] for run in r.tasks if not run.get("reused")]
+    """Training steps the run spent: every training run of every rung, task and seed, once."""
+    runs = [run for r in [*records, *rung_records] for run in trained_runs(r.tasks)]
     return sum(_steps(run) for run in runs)
 
 

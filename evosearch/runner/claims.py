@@ -56,6 +56,12 @@ def run_score(result: dict[str, Any]) -> float:
     return float(top1) if accuracy and run_exit(result) in TRAINED_EXITS else WORST_SCORE
 
 
+def trained_runs(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training runs a record trained itself: a rung that reuses a lower rung's run holds a copy
+    of it marked ``reused``, which must not count twice (training steps, runs to reuse)."""
+    return [result for result in results if not result.get("reused")]
+
+
 def run_fidelity(result: dict[str, Any]) -> tuple[float, int]:
     """(steps fraction, seed offset) of a training run; a run from before the funnel trained the
     task's whole schedule with the task's own seed."""

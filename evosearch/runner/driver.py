@@ -47,7 +47,15 @@ from evosearch.config import from_dict
 from evosearch.errors import EvosearchError, one_line, shorten
 from evosearch.layers.graph_io import graph_to_dict
 from evosearch.outcomes import EVALUATED, TRAINED_EXITS, Status, candidate_status
-from evosearch.runner.claims import Claims, make_claims, run_exit, run_fidelity, run_score, write_results
+from evosearch.runner.claims import (
+    Claims,
+    make_claims,
+    run_exit,
+    run_fidelity,
+    run_score,
+    trained_runs,
+    write_results,
+)
 from evosearch.runner.lock import DRIVER, RunLock
 from evosearch.runner.progress import Progress, SearchStats
 from evosearch.runner.ray_cluster import start_ray
@@ -536,7 +544,7 @@ class SearchDriver:
             return
         self.rung_records.append(record)
         self.funnel.add_result(record.id, record.rung, record.scores)
-        self._remember_runs(record.id, [entry for entry in record.tasks if not entry.get("reused")])
+        self._remember_runs(record.id, trained_runs(record.tasks))
 
     def _remember_runs(self, candidate_id: int, entries: list[dict[str, Any]]) -> None:
         for entry in entries:
