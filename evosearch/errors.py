@@ -34,6 +34,10 @@ class SourceError(EvosearchError):
     """A SOURCE names no layer: not a seed name, a formula, a graph file, a LayerGraph or a module class."""
 
 
+class LayoutError(SourceError):
+    """A layer offered for a slot of the other layout (an image layer for tokens, or the reverse)."""
+
+
 class DatasetError(EvosearchError):
     """A dataset is missing or malformed: the message says what was expected where and how to get it."""
 

@@ -10,12 +10,16 @@ from primitives.registry import (
     PREFIX_OPS,
     PRIMITIVES,
     SEARCH_OPS,
+    TOKEN_MIXING_OPS,
+    TOKEN_SEARCH_OPS,
     Kind,
+    Layout,
     Primitive,
     Sign,
     SignRule,
     UnknownOpError,
     get_primitive,
+    search_ops,
 )
 
 __all__ = [
@@ -28,10 +32,14 @@ __all__ = [
     "PREFIX_OPS",
     "PRIMITIVES",
     "SEARCH_OPS",
+    "TOKEN_MIXING_OPS",
+    "TOKEN_SEARCH_OPS",
     "Kind",
+    "Layout",
     "Primitive",
     "Sign",
     "SignRule",
     "UnknownOpError",
     "get_primitive",
+    "search_ops",
 ]

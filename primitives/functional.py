@@ -100,6 +100,72 @@ def group_moment(x: torch.Tensor, statistic: str, eps: float, groups: int) -> to
     return moment.to(x.dtype)
 
 
+def token_moment(x: torch.Tensor, statistic: str, eps: float) -> torch.Tensor:
+    """Moment per token over the features (the last dim): LayerNorm's and RMSNorm's axes."""
+    return reduce_moment(x, (-1,), statistic, eps).to(x.dtype)
+
+
+def token_group_moment(x: torch.Tensor, statistic: str, eps: float, groups: int) -> torch.Tensor:
+    """Moment per token and group of features over C/G, expanded to x's shape (..., C)."""
+    c = x.shape[-1]
+    g = resolve_groups(c, groups)
+    grouped = x.reshape(*x.shape[:-1], g, c // g)
+    moment = reduce_moment(grouped, (-1,), statistic, eps).expand(grouped.shape)
+    return moment.reshape(x.shape).to(x.dtype)
+
+
+def sequence_moment(x: torch.Tensor, statistic: str, eps: float) -> torch.Tensor:
+    """Moment per sample and feature over the tokens (dim 1 of (N, L, C))."""
+    if x.dim() != 3:
+        raise ValueError(f"sequence moments need tokens (N, L, C); got shape {tuple(x.shape)}")
+    return reduce_moment(x, (1,), statistic, eps).to(x.dtype)
+
+
+def as_feature(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-feature vector viewed and cast for broadcasting against x (..., C): (1, ..., 1, C), so
+    that it keeps x's number of dims, as a per-token statistic does."""
+    return v.to(x.dtype).view((1,) * (x.dim() - 1) + (-1,))
+
+
+def feature_statistic(x: torch.Tensor, base: str) -> torch.Tensor:
+    """Per-feature batch statistic over every dim but the last, float32, shape (C,): the token
+    layout's ``channel_statistic``."""
+    return channel_statistic(x.reshape(-1, x.shape[-1]), base)
+
+
+def feature_moment(stat: torch.Tensor, statistic: str, eps: float, x: torch.Tensor) -> torch.Tensor:
+    """The value of a batch moment op from its tracked per-feature statistic (token layout)."""
+    if statistic in ("std", "rms"):
+        stat = stat.float().add(max(eps, MIN_EPS)).sqrt()
+    return as_feature(stat, x)
+
+
+def layer_normalize(x: torch.Tensor, weight, bias, eps: float) -> torch.Tensor:
+    """weight * (x - token_mean(x)) / token_std(x) + bias in one fused kernel (torch's layer_norm over
+    the last dim); weight and bias per-feature or None. Float32 at least."""
+    dtype = kernel_dtype(x, weight)
+    out = torch.nn.functional.layer_norm(
+        x.to(dtype), x.shape[-1:], cast_or_none(weight, dtype), cast_or_none(bias, dtype), max(eps, MIN_EPS)
+    )
+    return out.to(x.dtype)
+
+
+def rms_normalize(x: torch.Tensor, weight, eps: float) -> torch.Tensor:
+    """weight * x / token_rms(x) in one fused kernel (torch's rms_norm over the last dim); weight
+    per-feature or None. Float32 at least."""
+    dtype = kernel_dtype(x, weight)
+    out = torch.nn.functional.rms_norm(
+        x.to(dtype), x.shape[-1:], cast_or_none(weight, dtype), max(eps, MIN_EPS)
+    )
+    return out.to(x.dtype)
+
+
+def kernel_dtype(x: torch.Tensor, weight: torch.Tensor | None) -> torch.dtype:
+    """The dtype a fused kernel computes in: float32 at least, the weight's if wider."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return dtype if weight is None else torch.promote_types(dtype, weight.dtype)
+
+
 def batch_normalize(x, running_mean, running_var, weight, bias, training: bool, momentum: float, eps: float):
     """weight * (x - batch_mean(x)) / batch_std(x) + bias in one fused kernel (weight, bias: per-channel
     or None), updating the running estimates (unbiased variance, PyTorch's momentum) in training.
@@ -126,9 +192,7 @@ def group_normalize(x: torch.Tensor, groups: int | None, weight, bias, eps: floa
         if x.dim() < 3:
             raise ValueError(f"instance moments need spatial dims (N, C, H, W); got shape {tuple(x.shape)}")
         groups = x.shape[1]
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    if weight is not None:
-        dtype = torch.promote_types(dtype, weight.dtype)
+    dtype = kernel_dtype(x, weight)
     groups = resolve_groups(x.shape[1], groups)
     out = torch.nn.functional.group_norm(
         x.to(dtype), groups, cast_or_none(weight, dtype), cast_or_none(bias, dtype), max(eps, MIN_EPS)
@@ -170,7 +234,7 @@ def update_running(running: torch.Tensor, stat: torch.Tensor, momentum: float, x
     The variance is tracked unbiased, as BatchNorm does.
     """
     if base == "var":
-        n = x.numel() / x.shape[1]
+        n = x.numel() / stat.numel()  # values a statistic is over, in either layout
         stat = stat * (n / max(n - 1.0, 1.0))
     running.copy_(running * (1.0 - momentum) + stat.detach().to(running.dtype) * momentum)
 

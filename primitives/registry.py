@@ -33,6 +33,36 @@ class Kind(str, enum.Enum):
     PROXY = "proxy"  # moment of a sub-graph re-evaluated on Gaussian proxy samples
 
 
+class Layout(str, enum.Enum):
+    """The tensor layout a layer is for: the shape of its input, and so the meaning of each moment's axes.
+
+    A graph states its layout, and a slot takes one layout: a LayerNorm slot of a transformer does not
+    take a layer written for the channels of an image, and the reverse.
+    """
+
+    IMAGE = "image"  # (N, C, H, W), or (N, C): channels at dim 1, as BatchNorm2d and GroupNorm take it
+    TOKENS = "tokens"  # (N, L, C): features last, as LayerNorm and RMSNorm take it
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def shape(self) -> str:
+        return _LAYOUT_SHAPES[self]
+
+    @classmethod
+    def parse(cls, value: object) -> Layout:
+        """The layout ``value`` names; a ValueError listing the layouts for anything else."""
+        try:
+            return cls(value)
+        except ValueError:
+            layouts = ", ".join(m.value for m in cls)
+            raise ValueError(f"layout must be one of {layouts}, got {repr(value)[:40]}") from None
+
+
+_LAYOUT_SHAPES = {Layout.IMAGE: "(N, C, H, W)", Layout.TOKENS: "(N, L, C)"}
+
+
 class Sign(enum.IntEnum):
     """What is proven about a value, each fact implying the ones below it."""
 
@@ -72,7 +102,7 @@ class Primitive:
     name: str
     arity: int
     kind: Kind
-    template: str
+    template: str  # the image layout's; element-wise ops have one template for every layout
     doc: str
     guard: str = "none"
     commutative: bool = False
@@ -86,6 +116,26 @@ class Primitive:
     with_zero: str = ""  # the template over the other operand when one operand is the constant 0
     fuses_with: str = ""  # std moments: the mean op of the normalization a fused kernel computes
     fused_kernel: str = ""  # that kernel's call over {0} (a) and {weight}, {bias}, {eps}, ...
+    # The token layout's template and fused kernel, where they differ from the image layout's (moments).
+    # A moment whose token_template is "" does not exist there (proxy moments need per-channel samples).
+    token_template: str | None = None
+    token_fused_kernel: str = ""
+
+    def template_for(self, layout: Layout) -> str:
+        if layout is Layout.TOKENS and self.token_template is not None:
+            return self.token_template
+        return self.template
+
+    def fused_kernel_for(self, layout: Layout) -> str:
+        return self.token_fused_kernel if layout is Layout.TOKENS else self.fused_kernel
+
+    def fuses_in(self, layout: Layout) -> bool:
+        """Whether ``(a - mean(a)) / self(a)`` (std; ``fuses_with`` names the mean), or ``a / self(a)``
+        (rms, no mean partner), is one kernel call in this layout."""
+        return bool(self.fused_kernel_for(layout))
+
+    def in_layout(self, layout: Layout) -> bool:
+        return bool(self.template_for(layout))
 
     @property
     def batch_dependent(self) -> bool:
@@ -136,6 +186,7 @@ _ELEMENTWISE = [
     _elementwise("neg", 1, "-{0}", "-a", symbol="-", precedence=3),
     _elementwise("sigmoid", 1, "torch.sigmoid({0})", "1 / (1 + exp(-a))", sign=SignRule.NONNEGATIVE),
     _elementwise("tanh", 1, "torch.tanh({0})", "tanh(a)"),
+    _elementwise("erf", 1, "torch.erf({0})", "erf(a), the Gaussian error function (Derf's point-wise map)"),
     _elementwise(
         "exp",
         1,
@@ -153,11 +204,20 @@ _ELEMENTWISE = [
     _elementwise("stop_gradient", 1, "{0}.detach()", "a, with no gradient flowing back", sign=SignRule.ALL),
 ]
 
+# What each moment's axes mean, per layout: the names stay, the axes follow what the layout's input is.
 AXES_DOC = {
-    "batch": "over (N, H, W) per channel",
-    "layer": "over (C, H, W) per sample",
-    "instance": "over (H, W) per sample and channel",
-    "group": "over (C/G, H, W) per sample and group of channels",
+    Layout.IMAGE: {
+        "batch": "over (N, H, W) per channel",
+        "layer": "over (C, H, W) per sample",
+        "instance": "over (H, W) per sample and channel",
+        "group": "over (C/G, H, W) per sample and group of channels",
+    },
+    Layout.TOKENS: {
+        "batch": "over (N, L) per feature",
+        "layer": "over C per token (LayerNorm's and RMSNorm's axes)",
+        "instance": "over L per sample and feature",
+        "group": "over C/G per token and group of features",
+    },
 }
 STATISTIC_DOC = {
     "mean": "mean",
@@ -178,6 +238,12 @@ _MOMENT_TEMPLATES = {
     # {tracked} is the per-channel statistic of this batch (training) or the running one (eval).
     "batch": 'channel_moment({tracked}, "{statistic}", {eps}, {0})',
 }
+_TOKEN_MOMENT_TEMPLATES = {
+    "layer": 'token_moment({0}, "{statistic}", {eps})',
+    "instance": 'sequence_moment({0}, "{statistic}", {eps})',
+    "group": 'token_group_moment({0}, "{statistic}", {eps}, {groups})',
+    "batch": 'feature_moment({tracked}, "{statistic}", {eps}, {0})',
+}
 # (a - M_mean(a)) / M_std(a), times {weight} plus {bias} (vectors, or None), as one torch kernel.
 # batch_norm normalizes with the batch statistics in training and updates both running estimates.
 _FUSED_KERNELS = {
@@ -188,16 +254,24 @@ _FUSED_KERNELS = {
         "batch_normalize({0}, {running_mean}, {running_var}, {weight}, {bias}, {training}, {momentum}, {eps})"
     ),
 }
+# The token layout's kernels: LayerNorm's, and RMSNorm's for a / layer_rms(a), times {weight} (no bias).
+_TOKEN_FUSED_KERNELS = {
+    ("layer", "std"): "layer_normalize({0}, {weight}, {bias}, {eps})",
+    ("layer", "rms"): "rms_normalize({0}, {weight}, {eps})",
+}
 
 
-def _moment(name: str, axes: str, statistic: str, kind: Kind, template: str, doc: str) -> Primitive:
+def _moment(
+    name: str, axes: str, statistic: str, kind: Kind, templates: tuple[str, str], doc: str
+) -> Primitive:
     fused = statistic == "std" and kind is not Kind.MOVING
     root = statistic in ("std", "rms") and kind is not Kind.MOVING
+    image, tokens = (t.replace("{statistic}", statistic) for t in templates)
     return Primitive(
         name=name,
         arity=1,
         kind=kind,
-        template=template.replace("{statistic}", statistic),
+        template=image,
         doc=doc,
         guard="float32 statistics" + (", eps inside the root" if root else ""),
         axes=axes,
@@ -206,6 +280,8 @@ def _moment(name: str, axes: str, statistic: str, kind: Kind, template: str, doc
         sign=_STATISTIC_SIGN[statistic],
         fuses_with=f"{axes}_mean" if fused else "",
         fused_kernel=_FUSED_KERNELS[axes] if fused else "",
+        token_template=tokens,
+        token_fused_kernel=_TOKEN_FUSED_KERNELS.get((axes, statistic), "") if kind is Kind.MOMENT else "",
     )
 
 
@@ -213,20 +289,22 @@ def _moments() -> list[Primitive]:
     out = []
     for axes, template in _MOMENT_TEMPLATES.items():
         kind = Kind.BATCH_MOMENT if axes == "batch" else Kind.MOMENT
+        templates = (template, _TOKEN_MOMENT_TEMPLATES[axes])
         for statistic, stat_doc in STATISTIC_DOC.items():
-            out.append(
-                _moment(
-                    f"{axes}_{statistic}", axes, statistic, kind, template, f"{stat_doc} {AXES_DOC[axes]}"
-                )
-            )
+            doc = f"{stat_doc}: image {AXES_DOC[Layout.IMAGE][axes]}; tokens {AXES_DOC[Layout.TOKENS][axes]}"
+            out.append(_moment(f"{axes}_{statistic}", axes, statistic, kind, templates, doc))
         if axes == "batch":
+            moving = (
+                'channel_moment({running}.clone(), "{statistic}", {eps}, {0})',
+                'feature_moment({running}.clone(), "{statistic}", {eps}, {0})',
+            )
             out.extend(
                 _moment(
                     f"moving_{statistic}",
                     axes,
                     statistic,
                     Kind.MOVING,
-                    'channel_moment({running}.clone(), "{statistic}", {eps}, {0})',
+                    moving,
                     f"running estimate of the batch {stat_doc}, before this step's update",
                 )
                 for statistic, stat_doc in STATISTIC_DOC.items()
@@ -247,6 +325,7 @@ _PROXY = [
         guard="float32 statistics",
         statistic=statistic,
         sign=_STATISTIC_SIGN[statistic],
+        token_template="",  # its Gaussian samples stand per channel where the batch axis is: image only
     )
     for statistic in ("mean", "var")
 ]
@@ -258,11 +337,23 @@ MOMENT_OPS = frozenset(n for n, p in PRIMITIVES.items() if p.kind is not Kind.EL
 BATCH_DEPENDENT_OPS = frozenset(n for n, p in PRIMITIVES.items() if p.batch_dependent)
 COMMUTATIVE_OPS = frozenset(n for n, p in PRIMITIVES.items() if p.commutative)
 # The EvoNorm search vocabulary: element-wise ops and mean/var/std/rms over the four axes. Moving
-# estimates, proxy moments and stop_gradient exist for the hand-designed seeds.
+# estimates, proxy moments and stop_gradient exist for the hand-designed seeds; erf for the token
+# layout's search, which adds it (Derf's map), so that the image search stays EvoNorm's.
 SEARCH_OPS = frozenset(
     n for n, p in PRIMITIVES.items() if p.kind in (Kind.ELEMENTWISE, Kind.MOMENT, Kind.BATCH_MOMENT)
-) - {"stop_gradient"}
+) - {"stop_gradient", "erf"}
+TOKEN_SEARCH_OPS = SEARCH_OPS | {"erf"}
+
+
+def search_ops(layout: Layout) -> frozenset[str]:
+    """The search vocabulary of a layout."""
+    return TOKEN_SEARCH_OPS if layout is Layout.TOKENS else SEARCH_OPS
+
+
 BATCH_INDEPENDENT_SEARCH_OPS = SEARCH_OPS - BATCH_DEPENDENT_OPS
+# Ops that see other tokens of the sequence in the token layout: statistics over L (instance) and over
+# (N, L) (batch, moving). A causal model's layer must not use them, or it reads the future.
+TOKEN_MIXING_OPS = frozenset(n for n, p in PRIMITIVES.items() if p.axes in ("instance", "batch"))
 # Formulas: the op written ``a + b`` (INFIX_OPS["+"] == "add") and the one written ``-a``.
 INFIX_OPS = {p.symbol: n for n, p in PRIMITIVES.items() if p.symbol and p.arity == 2}
 PREFIX_OPS = {p.symbol: n for n, p in PRIMITIVES.items() if p.symbol and p.arity == 1}

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 import yaml
 
 from evosearch.cli import main
@@ -27,6 +28,7 @@ from evosearch.search.mutation import SearchSpace, mutate, random_graph
 from evosearch.tasks.datasets import DatasetConfig
 from evosearch.tasks.models import ModelConfig
 from evosearch.tasks.train import TaskConfig, TrainConfig
+from primitives import Layout
 
 T = TypeVar("T")
 
@@ -41,6 +43,12 @@ TINY_TASK = {
     "dataset.val_size": 64,
     "model.depth": 8,
 }
+
+
+def layer_input(layout: Layout, channels: int, seed: int, size: int = 5) -> torch.Tensor:
+    """A small random input in ``layout``: (4, C, size, size) for images, (4, size, C) for tokens."""
+    shape = (4, channels, size, size) if layout is Layout.IMAGE else (4, size, channels)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def tiny_task(arch: str = "cifar_resnet", **train: Any) -> TaskConfig:
@@ -206,11 +214,13 @@ def write_handmade_run(
 
 
 def reparse(graph: LayerGraph) -> LayerGraph:
-    """The graph its own formula parses back to, with its vectors, hyperparameters and affine."""
+    """The graph its own formula parses back to, with its parameters, hyperparameters, affine and layout."""
     return parse_formula(
         graph.formula(),
         name=graph.name,
         vectors=graph.vectors,
+        scalars=graph.scalars,
         hyperparameters=graph.hyperparameters,
         final_affine=graph.final_affine,
+        layout=graph.layout,
     )

@@ -11,6 +11,7 @@ import traceback
 
 import pytest
 import torch
+from helpers import layer_input
 from hypothesis import HealthCheck, assume, given, settings
 from random_graphs import random_graphs
 
@@ -29,7 +30,7 @@ from evosearch.layers.graph import LayerGraph, Leaf
 from evosearch.layers.graph_io import graph_from_dict
 from evosearch.layers.lowering import lower
 from evosearch.layers.seeds import SEEDS, seed_graph
-from primitives import Kind
+from primitives import Kind, Layout
 
 C = 8
 
@@ -116,7 +117,7 @@ def test_export_round_trip_in_a_fresh_interpreter(tmp_path):
         assert _class_names(source) == [class_name_for(graph)]
         layer = _perturbed(build_layer(graph, C), i)
         state = {k: v.clone() for k, v in layer.state_dict().items()}
-        x = torch.randn(4, C, 5, 5, generator=torch.Generator().manual_seed(100 + i))
+        x = layer_input(graph.layout, C, 100 + i)
         layer.train()
         train = layer(x)
         after = {k: v.clone() for k, v in layer.state_dict().items()}
@@ -151,7 +152,7 @@ def test_export_round_trip_in_a_fresh_interpreter(tmp_path):
         for key, value in after.items():
             torch.testing.assert_close(got["after"][key], value, msg=f"{name}: {key}")
         if SEEDS[name].final_affine or "weight" in SEEDS[name].vectors:
-            assert {"weight", "bias"} <= set(after)
+            assert {"weight"} <= set(after)
 
 
 @pytest.mark.parametrize("name", sorted(SEEDS))
@@ -159,14 +160,16 @@ def test_state_dict_keys(name):
     graph = seed_graph(name)
     layer = build_layer(graph, C)
     params = {k for k, _ in layer.named_parameters()}
-    assert params == set(graph.vectors) | ({"weight", "bias"} if graph.final_affine else set())
+    assert params == set(graph.parameters) | ({"weight", "bias"} if graph.final_affine else set())
     buffers = {k for k, _ in layer.named_buffers()}
     assert all(b.startswith("running_") for b in buffers)
     assert bool(buffers) == graph.batch_dependent
     for key, value in layer.state_dict().items():
-        assert value.shape == (C,), key
+        assert value.shape == ((1,) if key in graph.scalars else (C,)), key
     for vector, init in graph.vectors.items():
         assert torch.equal(getattr(layer, vector).detach(), torch.full((C,), float(init)))
+    for scalar, init in graph.scalars.items():
+        assert torch.equal(getattr(layer, scalar).detach(), torch.full((1,), float(init)))
 
 
 def test_constructor_takes_hyperparameters():
@@ -323,12 +326,18 @@ def _interpret(graph: LayerGraph, layer: torch.nn.Module, x: torch.Tensor, train
     """
     hp = {k: getattr(layer, k) for k in graph.resolved_hyperparameters()}
     buffers = buffer_names(graph)
+    tokens = graph.layout is Layout.TOKENS
+    as_channel = F.as_feature if tokens else F.as_channel
+    statistic_of = F.feature_statistic if tokens else F.channel_statistic
+    moment_of = F.feature_moment if tokens else F.channel_moment
     env: dict[str, torch.Tensor] = {}
     for node in graph:
         if node.op == Leaf.INPUT:
             value = x
         elif node.op == Leaf.VECTOR:
-            value = F.as_channel(getattr(layer, node.name), x)
+            value = as_channel(getattr(layer, node.name), x)
+        elif node.op == Leaf.SCALAR:
+            value = getattr(layer, node.name).to(x.dtype)
         elif node.op == Leaf.CONST:
             value = x.new_tensor(node.attr("value"))
         elif node.op == Leaf.HYPER:
@@ -343,31 +352,34 @@ def _interpret(graph: LayerGraph, layer: torch.nn.Module, x: torch.Tensor, train
                 names = {f"a{i}": a for i, a in enumerate(args)}
                 value = eval(prim.template.format(*names), {"torch": torch, **vars(F)}, names)
             elif prim.kind is Kind.BATCH_MOMENT:
-                stat = F.channel_statistic(args[0], prim.tracked) if training else running
-                value = F.channel_moment(stat, prim.statistic, hp["eps"], x)
+                stat = statistic_of(args[0], prim.tracked) if training else running
+                value = moment_of(stat, prim.statistic, hp["eps"], x)
             elif prim.kind is Kind.MOVING:
-                value = F.channel_moment(running, prim.statistic, hp["eps"], x)
+                value = moment_of(running, prim.statistic, hp["eps"], x)
             elif prim.kind is Kind.PROXY:
                 raise NotImplementedError("proxy moments")
             elif prim.axes == "group":
                 groups = node.attr("groups") or hp["groups"]
-                value = F.group_moment(args[0], prim.statistic, hp["eps"], groups)
+                group_moment = F.token_group_moment if tokens else F.group_moment
+                value = group_moment(args[0], prim.statistic, hp["eps"], groups)
             else:
-                fn = {"layer": F.layer_moment, "instance": F.instance_moment}[prim.axes]
+                per_sample = {"layer": F.layer_moment, "instance": F.instance_moment}
+                per_token = {"layer": F.token_moment, "instance": F.sequence_moment}
+                fn = (per_token if tokens else per_sample)[prim.axes]
                 value = fn(args[0], prim.statistic, hp["eps"])
         env[node.name] = value
     out = env[graph.output]
     if graph.final_affine:
-        out = out * F.as_channel(layer.weight, x) + F.as_channel(layer.bias, x)
+        out = out * as_channel(layer.weight, x) + as_channel(layer.bias, x)
     updated = {}
     for (arg, base), name in buffers.items():
         old = getattr(layer, name)
         if not training:
             updated[name] = old.clone()
             continue
-        stat = F.channel_statistic(env[arg], base)
+        stat = statistic_of(env[arg], base)
         if base == "var":  # tracked unbiased, as BatchNorm does
-            n = env[arg].numel() / env[arg].shape[1]
+            n = env[arg].numel() / stat.numel()
             stat = stat * n / max(n - 1, 1)
         updated[name] = (1 - hp["momentum"]) * old + hp["momentum"] * stat
     return out, updated
@@ -375,7 +387,7 @@ def _interpret(graph: LayerGraph, layer: torch.nn.Module, x: torch.Tensor, train
 
 def _check_against_primitives(graph: LayerGraph, x: torch.Tensor, tol: float = 1e-4) -> None:
     """Train and eval outputs and the running estimates, compiled layer vs node-by-node evaluation."""
-    layer = _perturbed(build_layer(graph, x.shape[1]), 0)
+    layer = _perturbed(build_layer(graph, x.shape[-1 if graph.layout is Layout.TOKENS else 1]), 0)
     for training in (True, False, True):
         layer.train(training)
         want, want_buffers = _interpret(graph, layer, x, training)
@@ -388,8 +400,9 @@ def _check_against_primitives(graph: LayerGraph, x: torch.Tensor, tol: float = 1
 
 @pytest.mark.parametrize("name", [n for n in sorted(SEEDS) if "proxy" not in n])
 def test_seed_layers_agree_with_their_primitives(name):
-    x = torch.randn(4, C, 5, 5, generator=torch.Generator().manual_seed(3)) * 2 + 0.5
-    _check_against_primitives(seed_graph(name), x)
+    graph = seed_graph(name)
+    x = layer_input(graph.layout, C, 3) * 2 + 0.5
+    _check_against_primitives(graph, x)
 
 
 @pytest.mark.parametrize(
@@ -429,8 +442,9 @@ def _evonorm_s1(x: torch.Tensor, eps: float) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_seed_layers_run_in_float64_and_float16(name):
     """Like torch's own layers: .double() works, and half-precision input keeps its dtype."""
-    x = torch.randn(4, C, 5, 5, generator=torch.Generator().manual_seed(5))
-    layer = build_layer(seed_graph(name), C)
+    graph = seed_graph(name)
+    x = layer_input(graph.layout, C, 5)
+    layer = build_layer(graph, C)
     want = copy.deepcopy(layer).train()(x)
     wide = copy.deepcopy(layer).double().train()
     got = wide(x.double())

@@ -264,13 +264,13 @@ def test_hostile_node_names(name):
 def test_vector_and_hyperparameter_clashes():
     g = LayerGraph(hyperparameters={"v": 1.0})
     g.set_output(g.add("mul", "x", g.vector("v", 1.0)))
-    assert "hyperparameter 'v' clashes with the vector of the same name" in g.problems()
+    assert "hyperparameter 'v' clashes with the parameter of the same name" in g.problems()
     g = LayerGraph()  # eps is resolved (the moment needs it) and clashes with a vector named eps
     g.set_output(g.add("mul", g.add("sub", "x", g.add("layer_mean", "x")), g.vector("eps", 1.0)))
-    assert "hyperparameter 'eps' clashes with the vector of the same name" in g.problems()
+    assert "hyperparameter 'eps' clashes with the parameter of the same name" in g.problems()
     g = LayerGraph(hyperparameters={"weight": 2.0}, final_affine=True)
     g.set_output(g.add("neg", "x"))
-    assert "hyperparameter 'weight' clashes with the vector of the same name" in g.problems()
+    assert "hyperparameter 'weight' clashes with the parameter of the same name" in g.problems()
     g = LayerGraph(final_affine=True)
     g.set_output(g.add("mul", "x", g.vector("bias", 0.0)))
     assert g.problems() == ["vector 'bias' clashes with the final affine's parameter"]
@@ -420,7 +420,7 @@ def test_shapes():
 
 
 def test_leaf_kinds_are_not_op_names():
-    assert {kind.value for kind in Leaf} == {"input", "vector", "const", "hyper"}
+    assert {kind.value for kind in Leaf} == {"input", "vector", "scalar", "const", "hyper"}
     assert not {kind.value for kind in Leaf} & set(PRIMITIVES)
     g = parse_formula("x * v1 + rmax + 2", hyperparameters={"rmax": 3.0})
     assert {n.name: n.op for n in g if n.is_leaf} == {

@@ -23,8 +23,11 @@ from evosearch.layers.graph_io import (
     save_graph,
 )
 from evosearch.layers.seeds import SEEDS, seed_graph
+from primitives import Layout, search_ops
 
-TOP_KEYS = "evosearch_graph, final_affine, formula, hyperparameters, name, nodes, output, vectors"
+TOP_KEYS = (
+    "evosearch_graph, final_affine, formula, hyperparameters, layout, name, nodes, output, scalars, vectors"
+)
 
 
 def _s0_dict() -> dict:
@@ -242,7 +245,7 @@ def test_dump_refuses_invalid_graphs():
 def test_dump_is_plain_yaml():
     text = dump_graph(seed_graph("gn_relu"))
     assert "!!" not in text and "&" not in text  # no tags, no anchors
-    assert text.startswith("evosearch_graph: 1\nname: gn_relu\nformula: ")
+    assert text.startswith("evosearch_graph: 1\nname: gn_relu\nlayout: image\nformula: ")
 
 
 def test_save_graph_is_atomic(tmp_path):
@@ -304,10 +307,12 @@ def test_a_reloaded_graph_mutates_exactly_like_the_original():
 
     from evosearch.search.mutation import SearchSpace, mutate, random_graph
 
-    space = SearchSpace()
-    graphs = [random_graph(random.Random(s), space) for s in range(40)]
+    spaces = {layout: SearchSpace(layout=layout, ops=search_ops(layout)) for layout in Layout}
+    layouts = list(Layout)
+    graphs = [random_graph(random.Random(s), spaces[layouts[s % 2]]) for s in range(40)]
     graphs += [seed_graph(name) for name in SEEDS]
     for graph in graphs:
+        space = spaces[graph.layout]
         reloaded = graph_from_dict(yaml.safe_load(dump_graph(graph)))
         assert [(n.op, n.attrs) for n in reloaded] == [(n.op, n.attrs) for n in graph]
         for k in range(3):

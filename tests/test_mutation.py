@@ -21,10 +21,11 @@ from evosearch.layers.codegen import build_layer
 from evosearch.layers.formula import parse_formula
 from evosearch.layers.seeds import seed_graph, seed_names
 from evosearch.search.mutation import MUTATIONS, Mutation, SearchSpace, mutate, random_graph
-from primitives import BATCH_DEPENDENT_OPS, BATCH_INDEPENDENT_SEARCH_OPS, SEARCH_OPS
+from primitives import BATCH_DEPENDENT_OPS, BATCH_INDEPENDENT_SEARCH_OPS, SEARCH_OPS, TOKEN_SEARCH_OPS, Layout
 
 TESTS = Path(__file__).resolve().parent  # `python -c` there imports the helpers module
 SPACE = SearchSpace()
+TOKEN_SPACE = SearchSpace(ops=TOKEN_SEARCH_OPS, layout=Layout.TOKENS, scalars={"alpha": 0.5}, max_nodes=10)
 S_SPACE = SearchSpace(ops=BATCH_INDEPENDENT_SEARCH_OPS, hyperparameters={"groups": 8, "eps": 1e-5})
 ROOMY = SearchSpace(max_nodes=32)  # every seed fits, so every kind can apply to every seed
 
@@ -115,11 +116,13 @@ def test_every_kind_from_every_seed(name):
     parent = seed_graph(name)
     parent_names = {n.name for n in parent.op_nodes}
     rng = random.Random(name)
+    space = ROOMY if parent.layout is Layout.IMAGE else TOKEN_SPACE
     for kind in MUTATIONS:
         for _ in range(10):
-            child, mutation = mutate(parent, rng, ROOMY, kinds=[kind])
+            child, mutation = mutate(parent, rng, space, kinds=[kind])
             assert mutation.kind == kind
-            _check_child(parent, child, mutation, ROOMY, ROOMY.max_nodes)
+            assert child.layout is parent.layout
+            _check_child(parent, child, mutation, space, space.max_nodes)
             child_names = {n.name for n in child.op_nodes}
             # The parent's nodes keep their names; only an inserted node is new.
             if kind == "insert":
@@ -245,13 +248,35 @@ def test_compiled_graphs_and_children_run():
     rng = random.Random(5)
     graphs = _random_graphs(SPACE, 12, offset=500) + _random_graphs(S_SPACE, 6, offset=500)
     graphs += [mutate(g, rng, SPACE)[0] for g in graphs[:12]]
-    graphs += [mutate(seed_graph(name), rng, ROOMY)[0] for name in seed_names()]
+    graphs += [mutate(seed_graph(name), rng, ROOMY)[0] for name in seed_names(Layout.IMAGE)]
     for g in graphs:
         layer = build_layer(g, 16)
         y = layer(x)
         assert y.shape == x.shape, g.formula()
         layer.eval()
         assert layer(x).shape == x.shape
+
+
+def test_token_space_draws_and_mutates_token_graphs():
+    """Random graphs and children keep the token layout, read its scalars, and run on (N, L, C)."""
+    x = torch.randn(4, 7, 16)
+    rng = random.Random(11)
+    graphs = _random_graphs(TOKEN_SPACE, 12, offset=700)
+    graphs += [mutate(g, rng, TOKEN_SPACE)[0] for g in graphs[:6]]
+    graphs += [mutate(seed_graph(name), rng, TOKEN_SPACE)[0] for name in seed_names(Layout.TOKENS)]
+    assert all(g.layout is Layout.TOKENS for g in graphs)
+    assert any("alpha" in g.scalars for g in graphs)
+    for g in graphs:
+        layer = build_layer(g, 16)
+        assert layer(x).shape == x.shape, g.formula()
+        assert layer.eval()(x).shape == x.shape
+
+
+def test_a_space_refuses_a_parent_or_an_op_of_another_layout():
+    with pytest.raises(EvosearchError, match="is for the tokens layout, the search space for the image"):
+        mutate(seed_graph("dyt"), random.Random(0), SPACE)
+    with pytest.raises(EvosearchError, match="proxy_mean have no meaning in the tokens layout"):
+        SearchSpace(ops={"add", "proxy_mean"}, layout=Layout.TOKENS)
 
 
 def test_default_space_is_evonorms():

@@ -25,6 +25,8 @@ from primitives import (
     PREFIX_OPS,
     PRIMITIVES,
     SEARCH_OPS,
+    TOKEN_MIXING_OPS,
+    TOKEN_SEARCH_OPS,
     Kind,
     Sign,
     UnknownOpError,
@@ -50,6 +52,7 @@ REFERENCE = {
     "neg": lambda a: -a,
     "sigmoid": lambda a: 1 / (1 + torch.exp(-a)),
     "tanh": lambda a: (torch.exp(a) - torch.exp(-a)) / (torch.exp(a) + torch.exp(-a)),
+    "erf": lambda a: 2 * torch.special.ndtr(a * 2**0.5) - 1,  # erf through the normal CDF
     "exp": lambda a: torch.exp(torch.where(a > 10, torch.full_like(a, 10.0), a)),
     "log": lambda a: torch.sign(a) * torch.log(1 + a.abs()),
     "abs": lambda a: torch.where(a < 0, -a, a),
@@ -387,13 +390,15 @@ def test_moments_in_float16_are_computed_in_float32():
 
 
 def test_registry_sets():
-    assert len(PRIMITIVES) == 15 + 16 + 4 + 2
+    assert len(PRIMITIVES) == 16 + 16 + 4 + 2
     moving = {n for n in PRIMITIVES if n.startswith("moving_")}
     proxy = {n for n in PRIMITIVES if n.startswith("proxy_")}
     assert moving == {"moving_mean", "moving_var", "moving_std", "moving_rms"}
     assert proxy == {"proxy_mean", "proxy_var"}
     assert not SEARCH_OPS & (moving | proxy | {"stop_gradient"})
-    assert (ELEMENTWISE_OPS - {"stop_gradient"}) | set(STATISTIC_OPS) == SEARCH_OPS
+    assert (ELEMENTWISE_OPS - {"stop_gradient", "erf"}) | set(STATISTIC_OPS) == SEARCH_OPS
+    assert SEARCH_OPS | {"erf"} == TOKEN_SEARCH_OPS
+    assert {n for n in MOMENT_OPS if n.split("_")[0] in ("batch", "moving", "instance")} == TOKEN_MIXING_OPS
     assert set(STATISTIC_OPS) | moving | proxy == MOMENT_OPS
     assert {f"batch_{s}" for s in ("mean", "var", "std", "rms")} | moving == BATCH_DEPENDENT_OPS
     assert not any(op.startswith("batch_") or op.startswith("moving_") for op in BATCH_INDEPENDENT_SEARCH_OPS)

@@ -2,7 +2,8 @@
 
 References: torch's BatchNorm / GroupNorm + ReLU, timm's EvoNorm2d* and FilterResponseNormTlu2d, and
 small independent modules written here from the formulas in normalization-layers.md for Batch Renorm
-and Proxy Norm. Each comparison starts from the same (perturbed, not default) state, feeds the same
+and Proxy Norm; for the token layout torch's LayerNorm and RMSNorm, and DyT and Derf written here from
+their papers' formulas. Each comparison starts from the same (perturbed, not default) state, feeds the same
 batches, and checks outputs, gradients, parameters and running buffers to 1e-4 through a few SGD
 steps, in training and in eval mode.
 """
@@ -30,7 +31,8 @@ from timm.layers import (
 from torch import nn
 
 from evosearch.layers.codegen import build_layer
-from evosearch.layers.seeds import SEEDS, seed_graph
+from evosearch.layers.seeds import SEEDS, seed_graph, seed_names
+from primitives import Layout
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 CHANNELS = 64
@@ -38,7 +40,9 @@ BATCH, IN_CHANNELS, SIZE = 8, 8, 6  # the layer sees 8 x 64 x 6 x 6
 # (N, C) input: with 32 groups, 64 channels would leave groups of 2 values whose std can be tiny and
 # ill-conditioned in float32; 256 channels give groups of 8.
 BATCH_2D, IN_FEATURES_2D, CHANNELS_2D = 32, 16, 256
+TOKENS = 6  # token input: 8 x 6 x 64
 STEPS = 4
+IMAGE_SEEDS = seed_names(Layout.IMAGE)
 
 # Inductor compiles C++ for each graph: about 35 s from a cold cache on the 2-core test machine, too
 # slow for this file's budget, so torch.compile is checked with backend="aot_eager" (Dynamo capture with
@@ -173,7 +177,51 @@ REFERENCES_2D: dict[str, Callable[[int], nn.Module]] = {
     "gn_proxynorm": lambda c: ProxyNormRef(c, groups=32),
     "ln_proxynorm": lambda c: ProxyNormRef(c, groups=1),
 }
-NEEDS_SPATIAL = sorted(set(SEEDS) - set(REFERENCES_2D))
+NEEDS_SPATIAL = sorted(set(IMAGE_SEEDS) - set(REFERENCES_2D))
+
+
+class DyTRef(nn.Module):
+    """DyT (Zhu et al. 2025), written from the paper: weight * tanh(alpha * x) + bias, alpha a
+    learnable scalar (init 0.5), weight and bias per feature."""
+
+    def __init__(self, features: int, alpha: float = 0.5):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((1,), alpha))
+        self.weight = nn.Parameter(torch.ones(features))
+        self.bias = nn.Parameter(torch.zeros(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * torch.tanh(self.alpha * x) + self.bias
+
+
+class DerfRef(DyTRef):
+    """Derf (Chen et al. 2025), from the paper: weight * erf(alpha * x + shift) + bias, with learnable
+    scalars alpha and shift."""
+
+    def __init__(self, features: int, alpha: float = 0.5, shift: float = 0.0):
+        super().__init__(features, alpha)
+        self.shift = nn.Parameter(torch.full((1,), shift))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * torch.erf(self.alpha * x + self.shift) + self.bias
+
+
+TOKEN_REFERENCES: dict[str, Callable[[int], nn.Module]] = {
+    "layernorm": nn.LayerNorm,
+    "rmsnorm": lambda c: nn.RMSNorm(c, eps=1e-6),
+    "dyt": DyTRef,
+    "derf": DerfRef,
+}
+# How each input kind is made: the layer's width, and the shape of a batch (a linear map or a conv
+# in front of the layer turns it into the layer's input).
+IMAGE, FLAT, TOKEN = "image", "flat", "tokens"
+
+
+def _layer_input(gen: torch.Generator, seed: str, *, batch: int = BATCH) -> torch.Tensor:
+    """A random input of the seed's layout, with CHANNELS channels or features."""
+    if SEEDS[seed].layout is Layout.TOKENS:
+        return _randn(gen, batch, TOKENS, CHANNELS)
+    return _randn(gen, batch, CHANNELS, SIZE, SIZE)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -217,32 +265,35 @@ def _assert_state_close(ours: nn.Module, reference: nn.Module, **tol) -> None:
 class Net(nn.Module):
     """A small linear map in front of the layer, so the layer's input moves as training goes."""
 
-    def __init__(self, norm: nn.Module, spatial: bool):
+    def __init__(self, norm: nn.Module, kind: str):
         super().__init__()
-        if spatial:
+        if kind == IMAGE:
             self.pre = nn.Conv2d(IN_CHANNELS, CHANNELS, 3, padding=1)
-        else:
-            self.pre = nn.Linear(IN_FEATURES_2D, CHANNELS_2D)
+        else:  # a linear map of the last dim: (N, F) or (N, L, F)
+            self.pre = nn.Linear(IN_FEATURES_2D, CHANNELS_2D if kind == FLAT else CHANNELS)
         self.norm = norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.pre(x))
 
 
-def _train_against_reference(seed: str, reference: nn.Module, spatial: bool) -> None:
-    gen = _generator(seed, spatial)
-    ref_net = Net(reference, spatial)
+def _train_against_reference(seed: str, reference: nn.Module, kind: str) -> None:
+    gen = _generator(seed, kind != FLAT)
+    ref_net = Net(reference, kind)
     _perturb(ref_net.norm, gen)
-    our_net = Net(build_layer(seed_graph(seed), CHANNELS if spatial else CHANNELS_2D), spatial)
+    our_net = Net(build_layer(seed_graph(seed), CHANNELS_2D if kind == FLAT else CHANNELS), kind)
     our_net.pre.load_state_dict(ref_net.pre.state_dict())
     _copy_state(ref_net.norm, our_net.norm)
     initial = {k: v.clone() for k, v in our_net.norm.state_dict().items()}
     nets = (ref_net, our_net)
 
     def batch() -> torch.Tensor:
-        return (
-            _randn(gen, BATCH, IN_CHANNELS, SIZE, SIZE) if spatial else _randn(gen, BATCH_2D, IN_FEATURES_2D)
-        )
+        shapes = {
+            IMAGE: (BATCH, IN_CHANNELS, SIZE, SIZE),
+            FLAT: (BATCH_2D, IN_FEATURES_2D),
+            TOKEN: (BATCH, TOKENS, IN_FEATURES_2D),
+        }
+        return _randn(gen, *shapes[kind])
 
     def eval_outputs_match() -> None:
         x = batch()
@@ -279,17 +330,34 @@ def _train_against_reference(seed: str, reference: nn.Module, spatial: bool) -> 
 
 
 def test_every_seed_has_a_reference():
-    assert set(REFERENCES) == set(SEEDS)
+    assert set(REFERENCES) == set(IMAGE_SEEDS)
+    assert set(TOKEN_REFERENCES) == set(seed_names(Layout.TOKENS))
 
 
 @pytest.mark.parametrize("seed", sorted(REFERENCES))
 def test_seed_trains_like_reference(seed):
-    _train_against_reference(seed, REFERENCES[seed](CHANNELS), spatial=True)
+    _train_against_reference(seed, REFERENCES[seed](CHANNELS), IMAGE)
 
 
 @pytest.mark.parametrize("seed", sorted(REFERENCES_2D))
 def test_seed_trains_like_reference_on_2d_input(seed):
-    _train_against_reference(seed, REFERENCES_2D[seed](CHANNELS_2D), spatial=False)
+    _train_against_reference(seed, REFERENCES_2D[seed](CHANNELS_2D), FLAT)
+
+
+@pytest.mark.parametrize("seed", sorted(TOKEN_REFERENCES))
+def test_token_seed_trains_like_reference(seed):
+    """Outputs, gradients, parameters to 1e-4 through SGD steps; the state_dict loads by name."""
+    _train_against_reference(seed, TOKEN_REFERENCES[seed](CHANNELS), TOKEN)
+
+
+@pytest.mark.parametrize("seed", sorted(TOKEN_REFERENCES))
+def test_token_seed_state_dict_is_the_references(seed):
+    reference, ours = TOKEN_REFERENCES[seed](CHANNELS), build_layer(seed_graph(seed), CHANNELS)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
+    x = _layer_input(_generator(seed, "init"), seed)
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-6, atol=1e-6)  # same init too
 
 
 @pytest.mark.parametrize("seed", NEEDS_SPATIAL)
@@ -325,7 +393,7 @@ def test_low_precision_input_stays_close_to_float32(seed, dtype):
     layer32 = build_layer(seed_graph(seed), CHANNELS)
     _perturb(layer32, gen)
     layer_lp = copy.deepcopy(layer32)
-    x = _randn(gen, BATCH, CHANNELS, SIZE, SIZE).to(dtype)
+    x = _layer_input(gen, seed).to(dtype)
     for training in (True, False):
         out_lp = layer_lp.train(training)(x)
         out32 = layer32.train(training)(x.float())
@@ -345,7 +413,7 @@ def test_float16_statistics_do_not_overflow(seed):
     layer16 = build_layer(seed_graph(seed), CHANNELS)
     _perturb(layer16, gen)
     layer32 = copy.deepcopy(layer16)
-    x = (300 * _randn(gen, BATCH, CHANNELS, SIZE, SIZE)).half()
+    x = (300 * _layer_input(gen, seed)).half()
     assert torch.isinf(x.square()).any()
     for training in (True, False):
         out16 = layer16.train(training)(x)
@@ -356,7 +424,7 @@ def test_float16_statistics_do_not_overflow(seed):
         assert torch.isfinite(buffer).all(), name
 
 
-@pytest.mark.parametrize("seed", ["evonorm_b0", "bn_relu"])
+@pytest.mark.parametrize("seed", ["evonorm_b0", "bn_relu", "rmsnorm", "dyt"])
 def test_torch_compile_matches_eager(seed):
     torch._dynamo.reset()
     gen = _generator(seed, "compile")
@@ -367,7 +435,7 @@ def test_torch_compile_matches_eager(seed):
     for training in (True, False, True):
         eager.train(training)
         layer.train(training)
-        x = _randn(gen, BATCH, CHANNELS, SIZE, SIZE)
+        x = _layer_input(gen, seed)
         x_eager, x_compiled = x.clone().requires_grad_(), x.clone().requires_grad_()
         out_eager, out_compiled = eager(x_eager), compiled(x_compiled)
         torch.testing.assert_close(out_compiled, out_eager, **TOL)

@@ -1,13 +1,16 @@
 """swap_norm_act on real models built without downloaded weights: torchvision's ResNet-50,
-ResNet-18, MobileNetV2 and EfficientNet-B0, timm's ResNet-18.
+ResNet-18, MobileNetV2 and EfficientNet-B0, timm's ResNet-18; for token layers timm's ViT,
+``nn.TransformerEncoder`` and the GPT proxy.
 
 The strong check: the bn_relu seed is BatchNorm + ReLU, so with the BatchNorm's state copied the
-swapped model must compute what the original did. The blocks are also checked by hand against their
-known structure, since torchvision's ResNet blocks share one ReLU between the BatchNorms and the
-residual add.
+swapped model must compute what the original did; likewise the layernorm and rmsnorm seeds in a
+transformer. The blocks are also checked by hand against their known structure, since torchvision's
+ResNet blocks share one ReLU between the BatchNorms and the residual add.
 """
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import timm
@@ -16,8 +19,10 @@ import torchvision
 from torch import nn
 
 from evosearch import compile_layer, seed_graph, swap_norm_act
-from evosearch.errors import EvosearchError, SourceError
+from evosearch.errors import EvosearchError, LayoutError, SourceError
 from evosearch.layers.norm_without_act import ChannelAffine
+from evosearch.tasks.transformers import GPT
+from primitives import Layout
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -205,3 +210,167 @@ class DataDependent(nn.Module):
 def test_an_untraceable_model_is_a_clear_error():
     with pytest.raises(EvosearchError, match=r"cannot trace DataDependent with torch\.fx"):
         swap_norm_act(DataDependent(), seed_graph("bn_relu"))
+
+
+# ---- transformers: token norms ------------------------------------------------------------------
+
+
+def tiny_vit(**kwargs) -> nn.Module:
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, **kwargs
+    )
+
+
+def tiny_encoder(norm_first: bool) -> nn.TransformerEncoder:
+    """Dropout 0, so that a forward in training mode computes what one in eval mode does."""
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True, norm_first=norm_first)
+    return nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(16), enable_nested_tensor=not norm_first)
+
+
+def tiny_gpt(norm=nn.LayerNorm) -> GPT:
+    return GPT(vocab_size=32, context=8, dim=16, depth=2, heads=2, mlp_ratio=2.0, norm=norm, qk_norm=norm)
+
+
+def tokens(seed: int = 0) -> torch.Tensor:
+    return torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def randomize_token_norms(model: nn.Module) -> None:
+    """Non-trivial affine, so that copying it means something."""
+    generator = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
+            for p in m.parameters():
+                p.data = torch.rand(p.shape, generator=generator) + 0.5
+
+
+def snapshot(model: nn.Module) -> dict[str, object]:
+    return {k: v.clone() for k, v in model.state_dict().items()} | {
+        name: type(m) for name, m in model.named_modules()
+    }
+
+
+@pytest.mark.parametrize(("qk_norm", "slots"), [(False, 5), (True, 9)])  # 2 per block + final; +2 per block
+def test_every_norm_of_timm_vit_becomes_the_layer(qk_norm, slots):
+    model = tiny_vit(qk_norm=qk_norm)
+    report = swap_norm_act(model, "dyt")
+    assert report.layout is Layout.TOKENS
+    assert report.counts == {"norm_act": 0, "norm_only": slots, "kept": 0}
+    assert sum(type(m).__name__ == "Dyt" for m in model.modules()) == slots
+    assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
+    assert isinstance(model.norm_pre, nn.Identity) and isinstance(model.fc_norm, nn.Identity)  # not slots
+    assert all(e.copied == ["weight", "bias"] for e in report.entries)
+    assert ("blocks.1.attn.q_norm" in {e.module for e in report.entries}) == qk_norm
+    model(torch.randn(2, 3, 32, 32)).square().mean().backward()
+    assert model.blocks[0].norm1.alpha.grad is not None
+
+
+def test_state_dict_keys_keep_their_paths():
+    """A checkpoint of the original model loads, strictly, into the swapped one."""
+    model = tiny_vit(qk_norm=True)
+    state = model.state_dict()
+    swap_norm_act(model, "layernorm")
+    assert model.state_dict().keys() == state.keys()
+    model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("norm_first", [True, False], ids=["pre_norm", "post_norm"])
+def test_transformer_encoder_runs_the_new_norms_in_train_and_eval(norm_first):
+    """In eval mode without gradients torch's fused path would read norm1/norm2 as LayerNorms (and
+    Dyt has no ``eps``); with it off, eval computes what training does (no dropout, no batch stats)."""
+    model = tiny_encoder(norm_first)
+    report = swap_norm_act(model, "dyt")
+    assert report.counts == {"norm_act": 0, "norm_only": 5, "kept": 0}  # norm1, norm2 per layer + final
+    assert report.fast_path_off == ([] if norm_first else [""]) + ["layers.0", "layers.1"]
+    trained = model.train()(tokens())
+    assert torch.isfinite(trained).all()
+    padding = torch.zeros(2, 5, dtype=torch.bool)  # the mask that would send post-norm to nested tensors
+    with torch.no_grad():
+        evaluated = model.eval()(tokens(), src_key_padding_mask=padding)
+    torch.testing.assert_close(evaluated, trained.detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("build", "seed"),
+    [
+        (lambda: tiny_encoder(norm_first=True), "layernorm"),
+        (lambda: tiny_encoder(norm_first=False), "layernorm"),
+        (tiny_gpt, "layernorm"),
+        (lambda: tiny_gpt(functools.partial(nn.RMSNorm, eps=1e-6)), "rmsnorm"),
+    ],
+    ids=["encoder_pre_norm", "encoder_post_norm", "gpt_layernorm", "gpt_rmsnorm"],
+)
+def test_the_same_norm_seed_with_copied_state_is_the_same_model(build, seed):
+    torch.manual_seed(0)
+    model = build().eval()
+    randomize_token_norms(model)
+    x = tokens() if isinstance(model, nn.TransformerEncoder) else torch.randint(0, 32, (2, 8))
+    with torch.no_grad():
+        expected = model(x)
+        report = swap_norm_act(model, seed)
+        assert report.counts["norm_only"] == (9 if isinstance(model, GPT) else 5)  # GPT: + q/k norms
+        assert not any(isinstance(m, (nn.LayerNorm, nn.RMSNorm)) for m in model.modules())
+        torch.testing.assert_close(model(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_an_image_layer_for_a_transformer_is_one_clear_error_and_changes_nothing():
+    for model, name in ((tiny_vit(), "VisionTransformer"), (tiny_gpt(), "GPT")):
+        before = snapshot(model)
+        with pytest.raises(LayoutError, match=rf"^{name} has token norm slots \(LayerNorm\): .*image layout"):
+            swap_norm_act(model, "bn_relu")
+        with pytest.raises(LayoutError, match="and none for the image layout"):
+            swap_norm_act(model, nn.BatchNorm2d, layout="image")
+        assert snapshot(model).keys() == before.keys()
+        assert all(
+            torch.equal(v, before[k]) if isinstance(v, torch.Tensor) else v is before[k]
+            for k, v in snapshot(model).items()
+        )
+
+
+def test_a_token_layer_for_a_resnet_is_one_clear_error_and_changes_nothing():
+    model = torchvision.models.resnet18(weights=None)
+    modules = {name: id(m) for name, m in model.named_modules()}
+    with pytest.raises(LayoutError, match=r"^ResNet has image slots \(BatchNorm2d\): layer 'dyt' .*tokens"):
+        swap_norm_act(model, "dyt")
+    assert {name: id(m) for name, m in model.named_modules()} == modules
+
+
+def test_a_formula_is_read_in_the_layout_of_the_slots():
+    model = tiny_vit()
+    report = swap_norm_act(model, "x / layer_rms(x)")
+    assert report.counts["norm_only"] == 5
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
+
+
+class Hybrid(nn.Module):
+    """A conv stem with a BatchNorm, then tokens through norms of which only one is a token slot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.ReLU()
+        self.norm2d = timm.layers.LayerNorm2d(8)  # normalizes the channels of NCHW
+        self.norm = nn.LayerNorm(8)
+        self.norm_hw = nn.LayerNorm((4, 8))  # over the last two dimensions
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm2d(self.act(self.bn(self.conv(x))))[:, :, :4, :4]
+        return self.norm_hw(self.norm(x.flatten(2).transpose(1, 2)).reshape(-1, 4, 4, 8))
+
+
+def test_a_model_with_both_kinds_takes_a_class_with_its_layout():
+    model = Hybrid()
+    with pytest.raises(LayoutError, match=r"has image slots \(BatchNorm2d\) and token norm slots .* layout="):
+        swap_norm_act(model, nn.RMSNorm)
+    with pytest.raises(LayoutError, match="layout must be one of image, tokens, got 'token'"):
+        swap_norm_act(model, nn.RMSNorm, layout="token")
+    report = swap_norm_act(model, nn.RMSNorm, layout="tokens")
+    notes = {e.module: e.note for e in report.entries if e.kind == "kept"}
+    assert notes == {
+        "norm2d": "a subclass of LayerNorm may normalize another dimension",
+        "norm_hw": "normalizes the last 2 dimensions",
+    }
+    assert isinstance(model.norm, nn.RMSNorm) and isinstance(model.bn, nn.BatchNorm2d)
+    assert swap_norm_act(model, "bn_relu").counts["norm_act"] == 1  # the graph's layout picks the slots
+    assert model(image()).shape == (2, 4, 4, 8)

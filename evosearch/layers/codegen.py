@@ -34,7 +34,7 @@ from evosearch.errors import EvosearchError, brief
 from evosearch.files import atomic_write_text
 from evosearch.layers.graph import AFFINE_NAMES, INPUT, LayerGraph, Leaf, Node, format_number
 from evosearch.layers.lowering import Lowering, Normalization, lower
-from primitives import Kind
+from primitives import Kind, Layout
 
 _RUNTIME_NAMES = {
     name: obj
@@ -54,12 +54,18 @@ _TAKEN = {
 }
 _DOC_FORMULA_LINES = 12
 _DOC_UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;()+\-*/=<>|\[\]{}'!?#%&@^~]")
-# A leaf's value in the forward, over its name and attributes (x is the forward's argument).
+# A leaf's value in the forward, over its name and attributes (x is the forward's argument). A
+# per-channel vector broadcasts at dim 1 of an image, over the last dim of tokens.
 _LEAF_CODE = {
-    Leaf.VECTOR: "as_channel(self.{name}, x)",
+    Leaf.SCALAR: "self.{name}.to(x.dtype)",
     Leaf.CONST: "x.new_tensor({value!r})",
     Leaf.HYPER: "x.new_tensor(float(self.{name}))",
 }
+_VECTOR_CODE = {Layout.IMAGE: "as_channel(self.{name}, x)", Layout.TOKENS: "as_feature(self.{name}, x)"}
+# The per-channel statistic a batch moment tracks, over every axis but the channels'.
+_STATISTIC_CALL = {Layout.IMAGE: "channel_statistic", Layout.TOKENS: "feature_statistic"}
+# Parameter shapes: a vector has one value per channel; a scalar is shaped (1,), as DyT's alpha is.
+_PARAMETER_SHAPE = {Leaf.VECTOR: "num_features", Leaf.SCALAR: "1"}
 
 
 class _Namespace:
@@ -177,16 +183,16 @@ def _class_source(graph: LayerGraph, class_name: str) -> str:
     hp = graph.resolved_hyperparameters()
     buffers = buffer_names(graph)
     params = [
-        *graph.vectors.items(),
-        *((n, float(n == "weight")) for n in AFFINE_NAMES if graph.final_affine),
+        *((name, init, Leaf(graph.node(name).op)) for name, init in graph.parameters.items()),
+        *((n, float(n == "weight"), Leaf.VECTOR) for n in AFFINE_NAMES if graph.final_affine),
     ]
     signature = ", ".join(["num_features: int", *(f"{k}: {type(v).__name__} = {v!r}" for k, v in hp.items())])
     init = ["super().__init__()", "self.num_features = num_features"]
     init += [f"self.{k} = {k}" for k in hp]
-    init += [f"self.{name} = nn.Parameter(torch.empty(num_features))" for name, _ in params]
+    init += [f"self.{name} = nn.Parameter(torch.empty({_PARAMETER_SHAPE[kind]}))" for name, _, kind in params]
     init += [f'self.register_buffer("{b}", torch.empty(num_features))' for b in buffers.values()]
     init.append("self.reset_parameters()")
-    reset = [f"nn.init.constant_(self.{name}, {init!r})" for name, init in params]
+    reset = [f"nn.init.constant_(self.{name}, {init!r})" for name, init, _ in params]
     reset += [f"nn.init.{'zeros_' if key[1] == 'mean' else 'ones_'}(self.{b})" for key, b in buffers.items()]
     repr_fields = ", ".join(f"{k}={{self.{k}}}" for k in hp)
     docstring = _class_docstring(graph, hp)
@@ -223,7 +229,8 @@ def _forward_lines(graph: LayerGraph, buffers: dict[tuple[str, str], str]) -> li
         _emit_tracking(fw, node.name, buffers)
     out = fw.var[graph.output]
     if graph.final_affine:
-        fw.lines.append(f"out = {out} * as_channel(self.weight, x) + as_channel(self.bias, x)")
+        weight, bias = (_VECTOR_CODE[graph.layout].format(name=name) for name in AFFINE_NAMES)
+        fw.lines.append(f"out = {out} * {weight} + {bias}")
         out = "out"
     if fw.tracked:
         fw.lines.append("if self.training:")
@@ -244,13 +251,15 @@ def _emit_tracking(fw: _Forward, name: str, buffers: dict[tuple[str, str], str])
         fw.tracked[(arg, base)] = (stat, buffer)
         fw.lines += [
             "if self.training:",
-            f'    {stat} = channel_statistic({fw.var[arg]}, "{base}")',
+            f'    {stat} = {_STATISTIC_CALL[fw.graph.layout]}({fw.var[arg]}, "{base}")',
             "else:",
             f"    {stat} = self.{buffer}",
         ]
 
 
 def _expression(fw: _Forward, node: Node, buffers: dict) -> str:
+    if node.op == Leaf.VECTOR:
+        return _VECTOR_CODE[fw.graph.layout].format(name=node.name)
     if node.is_leaf:
         return _LEAF_CODE[node.op].format(name=node.name, **dict(node.attrs))
     if node.name in fw.plan.fused:
@@ -266,7 +275,7 @@ def _expression(fw: _Forward, node: Node, buffers: dict) -> str:
         fields["running"] = f"self.{buffers[(node.inputs[0], prim.tracked)]}"
     elif prim.kind is Kind.PROXY:
         fields["proxy_values"] = _proxy_values(fw, node)
-    template = prim.unguarded if node.name in fw.plan.unguarded else prim.template
+    template = prim.unguarded if node.name in fw.plan.unguarded else prim.template_for(fw.graph.layout)
     return template.format(*args, **fields)
 
 
@@ -283,7 +292,7 @@ def _fused_call(fw: _Forward, norm: Normalization, buffers: dict[tuple[str, str]
     if norm.std.primitive.batch_dependent:  # batch_norm reads and updates the running estimates
         fields["running_mean"] = f"self.{buffers[(norm.a, norm.mean.primitive.tracked)]}"
         fields["running_var"] = f"self.{buffers[(norm.a, norm.std.primitive.tracked)]}"
-    return norm.std.primitive.fused_kernel.format(fw.var[norm.a], **fields)
+    return norm.std.primitive.fused_kernel_for(fw.graph.layout).format(fw.var[norm.a], **fields)
 
 
 def _proxy_values(fw: _Forward, node: Node) -> str:
@@ -362,6 +371,10 @@ def _class_docstring(graph: LayerGraph, hp: dict) -> str:
     if graph.vectors:
         vectors = ", ".join(f"{k} (init {format_number(v)})" for k, v in graph.vectors.items())
         lines.append(f"Per-channel vectors: {vectors}.")
+    if graph.scalars:
+        scalars = ", ".join(f"{k} (init {format_number(v)})" for k, v in graph.scalars.items())
+        lines.append(f"Per-layer scalars: {scalars}.")
+    lines.append(f"Input layout: {graph.layout} {graph.layout.shape}.")
     if hp:
         lines.append("Hyperparameters: " + ", ".join(f"{k}={v!r}" for k, v in hp.items()) + ".")
     if graph.batch_dependent:

@@ -7,6 +7,9 @@ as timm's ``create_norm_act_layer`` takes a name or a class. Every function that
 it here: :func:`resolve_source` gives the graph (what the commands, the search and export work on),
 :func:`layer_factory` the constructor, :func:`create_layer` a module.
 
+A slot takes one :class:`~primitives.Layout`: given one, a graph of the other layout is a
+:class:`~evosearch.errors.LayoutError`, and a formula (whose text says no layout) is read in the slot's.
+
 Importing this module does not import torch, so that the command line resolves graphs without it;
 torch comes in when a layer is built, or when a class is checked (and a class means torch is loaded).
 """
@@ -18,11 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evosearch.errors import SourceError, brief
+from evosearch.errors import LayoutError, SourceError, brief
 from evosearch.layers.formula import parse_formula
 from evosearch.layers.graph import LayerGraph
 from evosearch.layers.graph_io import load_graph
 from evosearch.layers.seeds import SEEDS, seed_graph
+from primitives import Layout
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,16 +43,19 @@ LayerFactory = Callable[..., "nn.Module"]
 LayerSource = str | os.PathLike[str] | LayerGraph | LayerFactory
 
 
-def create_layer(source: LayerSource, num_features: int, **hyperparameters: Any) -> nn.Module:
+def create_layer(
+    source: LayerSource, num_features: int, layout: Layout | None = None, **hyperparameters: Any
+) -> nn.Module:
     """The layer ``source`` names, built for ``num_features`` channels; hyperparameters (``eps``,
-    ``groups``, …) default to those of the graph or class."""
-    return layer_factory(source)(num_features, **hyperparameters)
+    ``groups``, …) default to those of the graph or class. ``layout``: see :func:`layer_factory`."""
+    return layer_factory(source, layout)(num_features, **hyperparameters)
 
 
-def layer_factory(source: LayerSource) -> LayerFactory:
+def layer_factory(source: LayerSource, layout: Layout | None = None) -> LayerFactory:
     """The constructor ``(num_features, **hyperparameters)`` of ``source``: a graph compiled, a class
-    or callable as it is."""
-    layer = resolve_layer(source)
+    or callable as it is. With ``layout`` (the slot's), a graph of the other layout is a
+    :class:`LayoutError` and a formula is read in this one."""
+    layer = resolve_layer(source, layout)
     if isinstance(layer, LayerGraph):
         from evosearch.layers.codegen import compile_layer  # torch, only once a layer is built
 
@@ -56,20 +63,38 @@ def layer_factory(source: LayerSource) -> LayerFactory:
     return layer
 
 
-def resolve_layer(source: LayerSource) -> LayerGraph | LayerFactory:
+def resolve_layer(source: LayerSource, layout: Layout | None = None) -> LayerGraph | LayerFactory:
     """The graph ``source`` names, or the constructor it is; a :class:`SourceError` for anything else.
     Nothing is compiled yet, so a caller can resolve first and build where it catches build errors."""
     if isinstance(source, (str, os.PathLike, LayerGraph)):
-        return resolve_source(source)
+        return resolve_source(source, layout)
     if callable(source):
         return _checked_factory(source)
     raise SourceError(f"a layer SOURCE is {SOURCE_KINDS}, not {type(source).__name__}")
 
 
-def resolve_source(source: str | os.PathLike[str] | LayerGraph) -> LayerGraph:
+def resolve_source(source: str | os.PathLike[str] | LayerGraph, layout: Layout | None = None) -> LayerGraph:
     """The graph a SOURCE names: a seed, a formula, a graph file (str or path), a graph as it is. A
-    formula gets EvoNorm's vectors (v0, v1) and a final affine. What the commands, the search and
-    export use, since they work on the graph; a class here is a :class:`SourceError`."""
+    formula gets EvoNorm's vectors (v0, v1) and a final affine, and is read in ``layout`` (image by
+    default). With ``layout``, a graph of another layout is a :class:`LayoutError`. What the commands,
+    the search and export use, since they work on the graph; a class here is a :class:`SourceError`."""
+    graph = _resolve_graph(source, layout or Layout.IMAGE)
+    if layout is not None:
+        check_layout(graph, layout, source_label(source))
+    return graph
+
+
+def check_layout(graph: LayerGraph, layout: Layout, label: str | None = None) -> LayerGraph:
+    """``graph`` if it is for ``layout``; else one :class:`LayoutError` that names both."""
+    if graph.layout is not layout:
+        raise LayoutError(
+            f"layer {brief(label or graph.name)} is for the {graph.layout} layout {graph.layout.shape}, "
+            f"but this slot takes the {layout} layout {layout.shape}"
+        )
+    return graph
+
+
+def _resolve_graph(source: str | os.PathLike[str] | LayerGraph, layout: Layout) -> LayerGraph:
     if isinstance(source, LayerGraph):
         return source
     if isinstance(source, os.PathLike):
@@ -85,7 +110,7 @@ def resolve_source(source: str | os.PathLike[str] | LayerGraph) -> LayerGraph:
     if source.isidentifier() and source != "x":
         seeds = ", ".join(SEEDS)
         raise SourceError(f"{brief(source)} is not a seed, a graph file or a formula; seeds: {seeds}")
-    return parse_formula(source, name="layer", final_affine=True)
+    return parse_formula(source, name="layer", final_affine=True, layout=layout)
 
 
 def source_label(source: LayerSource) -> str:

@@ -2,8 +2,9 @@
 
 The text is parsed with :mod:`ast` and walked against a whitelist: arithmetic (``+ - * /``, unary
 minus), calls of primitive ops by name (group ops also take ``groups=N``), numbers, and names. Names
-are ``x``, the layer's vectors, its hyperparameters, and names bound earlier in the formula: a formula
-may be several lines of ``name = expression`` ending in the output expression. Nothing is evaluated.
+are ``x``, the layer's vectors and scalars, its hyperparameters, and names bound earlier in the
+formula: a formula may be several lines of ``name = expression`` ending in the output expression.
+Nothing is evaluated. The text does not say which layout it is for: the caller does (image by default).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 
 from evosearch.errors import FormulaError, GraphError, brief, listing
 from evosearch.layers.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph
-from primitives import INFIX_OPS, PREFIX_OPS, PRIMITIVES
+from primitives import INFIX_OPS, PREFIX_OPS, PRIMITIVES, Layout
 
 # EvoNorm's trainable vectors, available to any formula: v0 (init 0) and v1 (init 1).
 EVONORM_VECTORS: dict[str, float] = {"v0": 0.0, "v1": 1.0}
@@ -29,10 +30,13 @@ def parse_formula(
     *,
     name: str = "layer",
     vectors: Mapping[str, float] | None = None,
+    scalars: Mapping[str, float] | None = None,
     hyperparameters: Mapping[str, float | int] | None = None,
     final_affine: bool = False,
+    layout: Layout | str = Layout.IMAGE,
 ) -> LayerGraph:
-    """Build a validated graph from a formula. ``vectors`` maps allowed vector names to inits."""
+    """Build a validated graph from a formula. ``vectors`` and ``scalars`` map the allowed names of
+    per-channel and per-layer parameters to their inits (vectors default to EvoNorm's v0, v1)."""
     if not isinstance(text, str) or not text.strip():
         raise FormulaError("empty formula")
     if len(text) > MAX_FORMULA_CHARS:
@@ -43,8 +47,9 @@ def parse_formula(
         raise FormulaError("cannot parse formula: nested too deeply") from None
     except (SyntaxError, ValueError) as e:
         raise FormulaError(f"cannot parse formula: {getattr(e, 'msg', e)}") from None
-    graph = LayerGraph(name, dict(hyperparameters or {}), final_affine)
-    parser = _Parser(graph, dict(EVONORM_VECTORS if vectors is None else vectors), text)
+    graph = LayerGraph(name, dict(hyperparameters or {}), final_affine, layout=Layout(layout))
+    vectors = dict(EVONORM_VECTORS if vectors is None else vectors)
+    parser = _Parser(graph, vectors, dict(scalars or {}), text)
     try:
         graph.set_output(parser.program(tree))
         graph.validate()
@@ -56,9 +61,10 @@ def parse_formula(
 
 
 class _Parser:
-    def __init__(self, graph: LayerGraph, vectors: dict[str, float], text: str):
+    def __init__(self, graph: LayerGraph, vectors: dict[str, float], scalars: dict[str, float], text: str):
         self.graph = graph
         self.vectors = vectors
+        self.scalars = scalars
         self.text = text
         self.bound: dict[str, str] = {}
 
@@ -95,6 +101,7 @@ class _Parser:
         return {
             INPUT,
             *self.vectors,
+            *self.scalars,
             *self.graph.hyperparameters,
             *DEFAULT_HYPERPARAMETERS,
             *PRIMITIVES,
@@ -138,9 +145,11 @@ class _Parser:
             return INPUT
         if ident in self.vectors:
             return self.graph.vector(ident, self.vectors[ident])
+        if ident in self.scalars:
+            return self.graph.scalar(ident, self.scalars[ident])
         if ident in self.graph.hyperparameters or ident in DEFAULT_HYPERPARAMETERS:
             return self.graph.hyper(ident)
-        known = [INPUT, *sorted(self.vectors), *sorted(self.bound)]
+        known = [INPUT, *sorted(self.vectors), *sorted(self.scalars), *sorted(self.bound)]
         raise self.fail(node, f"unknown name {brief(ident)} (known names: {listing(known)})")
 
     def call(self, node: ast.Call, hint: str | None = None) -> str:

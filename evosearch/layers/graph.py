@@ -1,10 +1,12 @@
 """Layer graphs: a normalization-activation layer as a DAG over primitive ops.
 
 Every value is a :class:`Node`: the leaves (:class:`Leaf`) are the input ``x``, per-channel trainable
-vectors, numeric constants and layer hyperparameters used as values; the others apply a primitive to
-earlier nodes. Nodes are added through :meth:`LayerGraph.add` only, which checks op, arity and inputs,
-so a graph is always in topological order; :meth:`LayerGraph.validate` checks the whole (one output,
-nothing unused, shapes that make sense, the allowed op set). :meth:`LayerGraph.shapes` and
+vectors, per-layer trainable scalars, numeric constants and layer hyperparameters used as values; the
+others apply a primitive to earlier nodes. A graph is for one :class:`~primitives.Layout` (image
+``(N, C, H, W)`` or tokens ``(N, L, C)``), which gives its moments their axes. Nodes are added through
+:meth:`LayerGraph.add` only, which checks op, arity and inputs, so a graph is always in topological order;
+:meth:`LayerGraph.validate` checks the whole (one output, nothing unused, shapes that make sense, the
+allowed op set, ops the layout has). :meth:`LayerGraph.shapes` and
 :meth:`LayerGraph.users` are the analyses that passes over a graph (lowering, for one) build on.
 
 A layer computes ``y = graph(x)``, then ``weight * y + bias`` when ``final_affine`` is set.
@@ -27,7 +29,7 @@ from typing import Any, NamedTuple
 import networkx as nx
 
 from evosearch.errors import GraphError, brief, listing
-from primitives import PREFIX_OPS, PRIMITIVES, Kind, Primitive, UnknownOpError, get_primitive
+from primitives import PREFIX_OPS, PRIMITIVES, Kind, Layout, Primitive, UnknownOpError, get_primitive
 
 
 class Leaf(str, enum.Enum):
@@ -35,6 +37,7 @@ class Leaf(str, enum.Enum):
 
     INPUT = "input"  # the layer's input, named x
     VECTOR = "vector"  # a per-channel trainable vector; attribute init
+    SCALAR = "scalar"  # a per-layer trainable scalar (DyT's alpha); attribute init
     CONST = "const"  # a number; attribute value
     HYPER = "hyper"  # a layer hyperparameter read as a value, named after it
 
@@ -202,8 +205,15 @@ class Shape:
 
 _FULL, _CHANNEL, _SCALAR = Shape(True, True, True), Shape(False, True, False), Shape(False, False, False)
 _LEAF_KINDS = frozenset(Leaf)
-_LEAF_SHAPES = {Leaf.INPUT: _FULL, Leaf.VECTOR: _CHANNEL, Leaf.CONST: _SCALAR, Leaf.HYPER: _SCALAR}
-# Leaves the output need not use: a vector it does not read would be a parameter without gradient.
+_LEAF_SHAPES = {
+    Leaf.INPUT: _FULL,
+    Leaf.VECTOR: _CHANNEL,
+    Leaf.SCALAR: _SCALAR,
+    Leaf.CONST: _SCALAR,
+    Leaf.HYPER: _SCALAR,
+}
+PARAMETER_LEAVES = (Leaf.VECTOR, Leaf.SCALAR)  # the leaves that are trainable parameters
+# Leaves the output need not use: a parameter it does not read would have no gradient.
 _MAY_BE_UNUSED = {Leaf.INPUT, Leaf.CONST, Leaf.HYPER}
 
 
@@ -215,8 +225,10 @@ class LayerGraph:
     hyperparameters: dict[str, float | int] = field(default_factory=dict)
     final_affine: bool = False
     output: str | None = None
+    layout: Layout = Layout.IMAGE
 
     def __post_init__(self) -> None:
+        self.layout = Layout(self.layout)
         self._nodes: dict[str, Node] = {}
         self._dag = nx.DiGraph()
         self._counter: dict[str, int] = {}
@@ -244,17 +256,24 @@ class LayerGraph:
 
     def vector(self, name: str, init: float) -> str:
         """A per-channel trainable vector, initialised to ``init`` (EvoNorm: v0 = 0, v1 = 1)."""
-        check_identifier(name, "vector")
+        return self._parameter(Leaf.VECTOR, name, init)
+
+    def scalar(self, name: str, init: float) -> str:
+        """A per-layer trainable scalar, initialised to ``init`` (DyT's alpha: 0.5)."""
+        return self._parameter(Leaf.SCALAR, name, init)
+
+    def _parameter(self, kind: Leaf, name: str, init: float) -> str:
+        check_identifier(name, str(kind))
         if isinstance(init, bool) or not isinstance(init, (int, float)) or not is_finite(init):
-            raise GraphError(f"vector {name!r}: initial value must be a finite number, got {brief(init)}")
+            raise GraphError(f"{kind} {name!r}: initial value must be a finite number, got {brief(init)}")
         if name in self._nodes:
             node = self._nodes[name]
-            if node.op != Leaf.VECTOR:
-                raise GraphError(f"vector {name!r} clashes with {node.describe()}")
+            if node.op != kind:
+                raise GraphError(f"{kind} {name!r} clashes with {node.describe()}")
             if node.attr("init") != float(init):
-                raise GraphError(f"vector {name!r} is already defined with init {node.attr('init')!r}")
+                raise GraphError(f"{kind} {name!r} is already defined with init {node.attr('init')!r}")
             return name
-        return self._insert(Node(name, Leaf.VECTOR, attrs=(("init", float(init)),)))
+        return self._insert(Node(name, kind, attrs=(("init", float(init)),)))
 
     def const(self, value: float) -> str:
         if not is_finite(value):
@@ -356,6 +375,16 @@ class LayerGraph:
         return {n.name: n.attr("init") for n in self if n.op == Leaf.VECTOR}
 
     @property
+    def scalars(self) -> dict[str, float]:
+        """Trainable per-layer scalars and their initial values."""
+        return {n.name: n.attr("init") for n in self if n.op == Leaf.SCALAR}
+
+    @property
+    def parameters(self) -> dict[str, float]:
+        """Every trainable leaf (vectors, then scalars) and its initial value."""
+        return {**self.vectors, **self.scalars}
+
+    @property
     def ops(self) -> set[str]:
         return {n.op for n in self.op_nodes}
 
@@ -394,7 +423,7 @@ class LayerGraph:
         return out
 
     def copy(self) -> LayerGraph:
-        new = LayerGraph(self.name, dict(self.hyperparameters), self.final_affine)
+        new = LayerGraph(self.name, dict(self.hyperparameters), self.final_affine, layout=self.layout)
         for node in self:
             if node.name != INPUT:
                 new._insert(node)
@@ -405,7 +434,7 @@ class LayerGraph:
     def pruned(self) -> LayerGraph:
         """A copy without the nodes the output does not use."""
         keep = self.ancestors(self.output) | {self.output, INPUT}
-        new = LayerGraph(self.name, dict(self.hyperparameters), self.final_affine)
+        new = LayerGraph(self.name, dict(self.hyperparameters), self.final_affine, layout=self.layout)
         for node in self:
             if node.name in keep and node.name != INPUT:
                 new._insert(node)
@@ -419,8 +448,8 @@ class LayerGraph:
         out = [*self._hyperparameter_problems()]
         if self.final_affine:
             out.extend(
-                f"vector {brief(v)} clashes with the final affine's parameter"
-                for v in self.vectors
+                f"{self.node(v).op} {brief(v)} clashes with the final affine's parameter"
+                for v in self.parameters
                 if v in AFFINE_NAMES
             )
         if self.output is None:
@@ -432,6 +461,10 @@ class LayerGraph:
                 out.append(f"{node.describe()} is not used by the output")
             if allowed is not None and not node.is_leaf and node.op not in allowed:
                 out.append(f"{node.describe()} uses op {brief(node.op)}, outside the allowed set")
+            if not node.is_leaf and not node.primitive.in_layout(self.layout):
+                out.append(
+                    f"{node.describe()}: op {brief(node.op)} has no meaning in the {self.layout} layout"
+                )
         shapes = self.shapes()
         depends = self._depends_on_input()
         for node in self.op_nodes:
@@ -452,7 +485,7 @@ class LayerGraph:
 
     def _hyperparameter_problems(self) -> Iterator[str]:
         # Hyperparameter names become constructor arguments and attributes of the generated class.
-        taken = {*self.vectors, *(AFFINE_NAMES if self.final_affine else ())}
+        taken = {*self.parameters, *(AFFINE_NAMES if self.final_affine else ())}
         for key in {**self.hyperparameters, **self.resolved_hyperparameters()}:
             try:
                 check_identifier(key, "hyperparameter")
@@ -460,7 +493,7 @@ class LayerGraph:
                 yield str(e)
                 continue
             if key in taken:
-                yield f"hyperparameter {brief(key)} clashes with the vector of the same name"
+                yield f"hyperparameter {brief(key)} clashes with the parameter of the same name"
         for key, value in self.hyperparameters.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not is_finite(value):
                 yield f"hyperparameter {brief(key)} must be a finite number, got {brief(value)}"
@@ -518,7 +551,7 @@ class LayerGraph:
             if node.is_leaf:
                 shapes[node.name] = _LEAF_SHAPES[node.op]
             else:
-                shapes[node.name] = _op_shape(node.primitive, [shapes[i] for i in node.inputs])
+                shapes[node.name] = _op_shape(node.primitive, [shapes[i] for i in node.inputs], self.layout)
         return shapes
 
     def _depends_on_input(self) -> dict[str, bool]:
@@ -535,13 +568,16 @@ class LayerGraph:
         """Canonical hash: equal for isomorphic graphs, commutative operands in either order.
 
         Built from each node's op, attributes and its inputs' keys (sorted for commutative ops), so
-        node names and the order of equivalent operands do not matter; vector names and initial
-        values, the resolved hyperparameters and the final affine do.
+        node names and the order of equivalent operands do not matter; parameter names and initial
+        values, the resolved hyperparameters, the final affine and the layout do (an image graph's key
+        leaves the layout out, as it did before there were two: hashes in run directories stay valid).
         """
         if self.output is None:
             raise GraphError("graph has no output")
         keys = self.structural_keys()
         header = repr((sorted(self.resolved_hyperparameters().items()), self.final_affine))
+        if self.layout is not Layout.IMAGE:
+            header += f"layout:{self.layout}"
         return _digest(header + keys[self.output])
 
     def structural_keys(self) -> dict[str, str]:
@@ -571,7 +607,8 @@ class LayerGraph:
 
     def __repr__(self) -> str:
         out = self.formula() if self.output else "<no output>"
-        return f"LayerGraph({self.name!r}, {out!r}, final_affine={self.final_affine})"
+        layout = "" if self.layout is Layout.IMAGE else f", layout={self.layout.value!r}"
+        return f"LayerGraph({self.name!r}, {out!r}, final_affine={self.final_affine}{layout})"
 
 
 _LEAF_RANK = {kind: rank for rank, kind in enumerate(Leaf)}
@@ -581,7 +618,9 @@ def _leaf_order(node: Node) -> tuple:
     return (_LEAF_RANK[node.op], node.attr("value", 0.0), node.name)
 
 
-def _op_shape(prim: Primitive, inputs: list[Shape]) -> Shape:
+def _op_shape(prim: Primitive, inputs: list[Shape], layout: Layout) -> Shape:
+    """The axes of an op's value. ``spatial`` is (H, W) in the image layout and the tokens L in the
+    token layout, where the moments over the features (layer, group) keep one value per token."""
     if prim.kind is Kind.ELEMENTWISE:
         shape = _SCALAR
         for s in inputs:
@@ -590,9 +629,11 @@ def _op_shape(prim: Primitive, inputs: list[Shape]) -> Shape:
     (arg, *_) = inputs
     if prim.kind in (Kind.BATCH_MOMENT, Kind.MOVING, Kind.PROXY):
         return _CHANNEL
+    per_token = layout is Layout.TOKENS and prim.axes in ("layer", "group")
+    spatial = arg.spatial if per_token else False
     if prim.axes == "layer":
-        return Shape(arg.batch, False, False)
-    return Shape(arg.batch, arg.channel, False)  # group moments: per sample and channel, broadcast over space
+        return Shape(arg.batch, False, spatial)
+    return Shape(arg.batch, arg.channel, spatial)  # group (per channel, broadcast), instance
 
 
 def _digest(text: str) -> str:
@@ -604,6 +645,7 @@ def _digest(text: str) -> str:
 _LEAF_KEYS: dict[Leaf, Callable[[Node], str]] = {
     Leaf.INPUT: lambda node: "input",
     Leaf.VECTOR: lambda node: f"param:{node.name}:{node.attr('init')!r}",
+    Leaf.SCALAR: lambda node: f"scalar:{node.name}:{node.attr('init')!r}",
     Leaf.CONST: lambda node: f"const:{node.attr('value')!r}",
     Leaf.HYPER: lambda node: f"hyper:{node.name}",
 }
@@ -669,7 +711,7 @@ class _FormulaWriter:
             *graph.hyperparameters,
             *DEFAULT_HYPERPARAMETERS,
             *PRIMITIVES,
-            *graph.vectors,
+            *graph.parameters,
         }
         unused = (f"t{k}" for k in itertools.count(1))
         self.fresh = (name for name in unused if name not in self.reserved and name not in graph)

@@ -4,6 +4,7 @@
 
     evosearch_graph: 1
     name: evonorm_b0
+    layout: image
     formula: x / max(batch_std(x), v * x + instance_std(x))
     final_affine: true
     hyperparameters: {eps: 0.001, momentum: 0.1}
@@ -15,8 +16,10 @@
 
 ``nodes`` is the graph; ``formula`` is written for people, and left out where it would be longer
 than a formula may be. A hand-written file may give only the formula; when a file gives both, they
-must describe the same graph. Node inputs name ``x``, a vector, a hyperparameter or another node, or
-are numbers (constants). ``attrs`` (e.g. ``{groups: 8}``) is optional.
+must describe the same graph. Node inputs name ``x``, a vector, a scalar, a hyperparameter or another
+node, or are numbers (constants). ``attrs`` (e.g. ``{groups: 8}``) is optional. ``layout`` is ``image``
+(the default, for files written before there were two) or ``tokens``; ``scalars`` (per-layer
+parameters, e.g. DyT's ``{alpha: 0.5}``) is written where the graph has any.
 """
 
 from __future__ import annotations
@@ -33,16 +36,19 @@ from evosearch.errors import EvosearchError, FormulaError, GraphError, brief, li
 from evosearch.files import atomic_write_text
 from evosearch.layers.formula import MAX_FORMULA_CHARS, parse_formula
 from evosearch.layers.graph import DEFAULT_HYPERPARAMETERS, INPUT, LayerGraph, Leaf
+from primitives import Layout
 
 FORMAT_KEY = "evosearch_graph"
 FORMAT_VERSION = 1
 _TOP_KEYS = {
     FORMAT_KEY,
     "name",
+    "layout",
     "formula",
     "final_affine",
     "hyperparameters",
     "vectors",
+    "scalars",
     "nodes",
     "output",
 }
@@ -62,11 +68,13 @@ def graph_to_dict(graph: LayerGraph) -> dict[str, Any]:
     return {
         FORMAT_KEY: FORMAT_VERSION,
         "name": graph.name,
+        "layout": graph.layout.value,
         # For people, and checked against the nodes on loading: left out where too long to parse.
         **({"formula": formula} if len(formula) <= MAX_FORMULA_CHARS else {}),
         "final_affine": graph.final_affine,
         "hyperparameters": graph.resolved_hyperparameters(),
         "vectors": graph.vectors,
+        **({"scalars": graph.scalars} if graph.scalars else {}),
         "nodes": nodes,
         "output": _input_ref(graph, graph.output),
     }
@@ -111,9 +119,12 @@ def graph_from_dict(data: Any) -> LayerGraph:
     final_affine = _typed(data, "final_affine", bool, False)
     hyperparameters = _typed(data, "hyperparameters", dict, {})
     vectors = _typed(data, "vectors", dict, {})
-    for key, init in vectors.items():
-        if not isinstance(init, (int, float)) or isinstance(init, bool):
-            raise GraphError(f"vector {brief(key)}: initial value must be a number, got {brief(init)}")
+    scalars = _typed(data, "scalars", dict, {})
+    for kind, parameters in (("vector", vectors), ("scalar", scalars)):
+        for key, init in parameters.items():
+            if not isinstance(init, (int, float)) or isinstance(init, bool):
+                raise GraphError(f"{kind} {brief(key)}: initial value must be a number, got {brief(init)}")
+    layout = _layout(data.get("layout", Layout.IMAGE.value))
     formula = data.get("formula")
     if "nodes" not in data:
         if not isinstance(formula, str):
@@ -122,19 +133,30 @@ def graph_from_dict(data: Any) -> LayerGraph:
             formula,
             name=name,
             vectors=vectors,
+            scalars=scalars,
             hyperparameters=hyperparameters,
             final_affine=final_affine,
+            layout=layout,
         )
-    graph = LayerGraph(name, dict(hyperparameters), final_affine)
+    graph = LayerGraph(name, dict(hyperparameters), final_affine, layout=layout)
     for key, init in vectors.items():
         graph.vector(key, init)
+    for key, init in scalars.items():
+        graph.scalar(key, init)
     _add_nodes(graph, _typed(data, "nodes", list, []))
     output = data.get("output")
     graph.set_output(_resolve(graph, output) if output is not None else _missing("output"))
     graph.validate()
     if isinstance(formula, str):
-        _check_formula_agrees(graph, formula, vectors)
+        _check_formula_agrees(graph, formula, vectors, scalars)
     return graph
+
+
+def _layout(value: Any) -> Layout:
+    try:
+        return Layout.parse(value)
+    except ValueError as e:
+        raise GraphError(str(e)) from None
 
 
 def _add_nodes(graph: LayerGraph, specs: list) -> None:
@@ -182,18 +204,20 @@ def _resolve(graph: LayerGraph, ref: Any, context: str = "output") -> str:
         return ref
     if ref in graph.hyperparameters or ref in DEFAULT_HYPERPARAMETERS:
         return graph.hyper(ref)
-    known = listing([INPUT, *graph.vectors])
+    known = listing([INPUT, *graph.parameters])
     raise GraphError(f"node {brief(context)}: input {brief(ref)} is not defined ({known}, or a node name)")
 
 
-def _check_formula_agrees(graph: LayerGraph, formula: str, vectors: dict) -> None:
+def _check_formula_agrees(graph: LayerGraph, formula: str, vectors: dict, scalars: dict) -> None:
     try:
         other = parse_formula(
             formula,
             name=graph.name,
             vectors=vectors,
+            scalars=scalars,
             hyperparameters=graph.hyperparameters,
             final_affine=graph.final_affine,
+            layout=graph.layout,
         )
     except FormulaError as e:
         raise GraphError(f"field 'formula' does not parse: {e}") from None

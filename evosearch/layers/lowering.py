@@ -8,7 +8,8 @@ Each rewrite is declared on a record in ``primitives.registry``:
 
 - ``fuses_with`` / ``fused_kernel`` (std moments): ``(a - M_mean(a)) / M_std(a)``, and
   ``weight * . + bias`` after it when both are vectors, is one call of torch's batch_norm or
-  group_norm kernel;
+  group_norm kernel (layer_norm in the token layout); ``a / layer_rms(a)``, and ``weight * .``
+  after it, is one call of torch's rms_norm in the token layout (``token_fused_kernel``);
 - ``with_zero``: ``max(a, 0)`` is ``relu(a)``;
 - ``unguarded`` with the ``sign`` rules: a division by a value proven ``>= DIV_EPS`` needs no guard.
 """
@@ -27,11 +28,11 @@ _CENTER, _SCALE, _AFFINE_SCALE, _AFFINE_SHIFT = (INFIX_OPS[s] for s in "-/*+")
 
 @dataclass(frozen=True)
 class Normalization:
-    """``(a - mean(a)) / std(a)``, times ``weight`` plus ``bias`` (vectors) when the pattern has them:
-    ``std``'s fused kernel computes it in one call."""
+    """``(a - mean(a)) / std(a)``, or ``a / rms(a)`` (``mean`` None), times ``weight`` plus ``bias``
+    (vectors) when the pattern has them: ``std``'s fused kernel computes it in one call."""
 
     a: str
-    mean: Node
+    mean: Node | None
     std: Node
     weight: str | None = None
     bias: str | None = None
@@ -125,7 +126,8 @@ def _fused_normalizations(graph: LayerGraph) -> dict[str, Normalization]:
             continue
         if norm.std.primitive.batch_dependent and not _kernel_owns_statistics(graph, users, node, norm):
             continue
-        affine = _affine_around(graph, users, node.name)
+        kernel = norm.std.primitive.fused_kernel_for(graph.layout)
+        affine = _affine_around(graph, users, node.name, with_bias="{bias}" in kernel)
         if affine is None:
             fused[node.name] = norm
         else:
@@ -135,11 +137,16 @@ def _fused_normalizations(graph: LayerGraph) -> dict[str, Normalization]:
 
 
 def _normalization(graph: LayerGraph, node: Node) -> Normalization | None:
-    """For ``(a - M_mean(a)) / M_std(a)``, same attributes, where M_std fuses with M_mean: its parts."""
+    """For ``(a - M_mean(a)) / M_std(a)``, same attributes, where M_std fuses with M_mean, or for
+    ``a / M_rms(a)`` where M_rms has a kernel of its own: its parts."""
     if node.op != _SCALE:
         return None
     center, std = (graph.node(i) for i in node.inputs)
-    if center.op != _CENTER or std.is_leaf or not std.primitive.fuses_with:
+    if std.is_leaf or not std.primitive.fuses_in(graph.layout):
+        return None
+    if not std.primitive.fuses_with:  # no mean partner: a / rms(a)
+        return Normalization(center.name, None, std) if std.inputs == (center.name,) else None
+    if center.op != _CENTER:
         return None
     a, mean_name = center.inputs
     mean = graph.node(mean_name)
@@ -165,12 +172,18 @@ def _kernel_owns_statistics(
     )
 
 
-def _affine_around(graph: LayerGraph, users: dict[str, list[str]], name: str) -> tuple[str, str, str] | None:
+def _affine_around(
+    graph: LayerGraph, users: dict[str, list[str]], name: str, with_bias: bool
+) -> tuple[str, str, str | None] | None:
     """For ``weight * name + bias`` (vectors, either operand order) that alone reads name:
-    (the add node, weight, bias), which the fused kernel's affine can compute."""
+    (the add node, weight, bias), which the fused kernel's affine can compute; for a kernel without a
+    bias (``with_bias`` false), ``weight * name``: (the mul node, weight, None)."""
     mul = _sole_user(graph, users, name)
     if mul is None or graph.node(mul).op != _AFFINE_SCALE:
         return None
+    if not with_bias:
+        weight = next((i for i in graph.node(mul).inputs if i != name), None)
+        return (mul, weight, None) if weight is not None and _is_vector(graph, weight) else None
     add = _sole_user(graph, users, mul)
     if add is None or graph.node(add).op != _AFFINE_SHIFT:
         return None

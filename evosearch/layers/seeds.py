@@ -1,8 +1,11 @@
 """The hand-designed layers, as graphs: the seeds of the search.
 
-Each seed is a formula with its vectors, hyperparameters and final affine; the defaults match the
-reference implementations the tests compare against (torch's BatchNorm2d / GroupNorm + ReLU, timm's
-EvoNorm2d* and FilterResponseNormTlu2d, the formulas of Batch Renorm and Proxy Norm).
+Each seed is a formula with its parameters, hyperparameters, final affine and layout; the defaults
+match the reference implementations the tests compare against: for images torch's BatchNorm2d /
+GroupNorm + ReLU, timm's EvoNorm2d* and FilterResponseNormTlu2d, the formulas of Batch Renorm and
+Proxy Norm; for tokens torch's LayerNorm and RMSNorm, and DyT and Derf as their papers write them.
+Parameter names are the references' (``weight``, ``bias``; DyT's ``alpha``), so that a reference's
+``state_dict`` loads into the generated layer.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from evosearch.errors import SourceError, brief
 from evosearch.layers.formula import parse_formula
 from evosearch.layers.graph import LayerGraph
+from primitives import Layout
 
 _AFFINE = {
     "weight": 1.0,
@@ -27,14 +31,18 @@ class Seed:
     vectors: dict[str, float] = field(default_factory=dict)
     hyperparameters: dict[str, float | int] = field(default_factory=dict)
     final_affine: bool = False
+    layout: Layout = Layout.IMAGE
+    scalars: dict[str, float] = field(default_factory=dict)
 
     def graph(self, name: str) -> LayerGraph:
         return parse_formula(
             self.formula,
             name=name,
             vectors=self.vectors,
+            scalars=self.scalars,
             hyperparameters=self.hyperparameters,
             final_affine=self.final_affine,
+            layout=self.layout,
         )
 
 
@@ -138,11 +146,41 @@ SEEDS: dict[str, Seed] = {
         _PROXY,
         {"eps": 1e-5, "proxy_eps": 0.03, "proxy_samples": 256},
     ),
+    # Token layout (N, L, C): the norms of transformers, per token over the features.
+    "layernorm": Seed(
+        "weight * ((x - layer_mean(x)) / layer_std(x)) + bias",
+        "torch.nn.LayerNorm(C)",
+        _AFFINE,
+        {"eps": 1e-5},
+        layout=Layout.TOKENS,
+    ),
+    "rmsnorm": Seed(
+        "weight * (x / layer_rms(x))",
+        "torch.nn.RMSNorm(C, eps=1e-6) (Zhang & Sennrich 2019; LLaMA's eps)",
+        {"weight": 1.0},
+        {"eps": 1e-6},
+        layout=Layout.TOKENS,
+    ),
+    "dyt": Seed(
+        "tanh(alpha * x)",
+        "DyT (Zhu et al. 2025): weight * tanh(alpha * x) + bias, alpha a scalar, init 0.5",
+        final_affine=True,
+        layout=Layout.TOKENS,
+        scalars={"alpha": 0.5},
+    ),
+    "derf": Seed(
+        "erf(alpha * x + shift)",
+        "Derf (Chen et al. 2025): weight * erf(alpha * x + shift) + bias, scalars alpha 0.5, shift 0",
+        final_affine=True,
+        layout=Layout.TOKENS,
+        scalars={"alpha": 0.5, "shift": 0.0},
+    ),
 }
 
 
-def seed_names() -> list[str]:
-    return list(SEEDS)
+def seed_names(layout: Layout | None = None) -> list[str]:
+    """The seeds, or those of one layout."""
+    return [name for name, seed in SEEDS.items() if layout is None or seed.layout is layout]
 
 
 def seed_graph(name: str) -> LayerGraph:

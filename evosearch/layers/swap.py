@@ -27,19 +27,37 @@ vocabulary of :mod:`evosearch.layers.norm_without_act`:
 - ``"affine"``: a per-channel affine (``ChannelAffine``) — EvoNorm's convention for ResNets trained
   from scratch, where the normalization of the branch is left to the layers before it.
 - ``"layer"``: the layer there too.
+
+Transformers. A layer for the token layout (``graph.layout == Layout.TOKENS``, input ``(..., C)``)
+replaces the model's norms over the last dimension instead: every ``nn.LayerNorm`` and ``nn.RMSNorm``
+(and timm's ``LayerNorm``, ``RmsNorm``, ``SimpleNorm``, as in its ViTs, their ``q_norm`` / ``k_norm``
+with ``qk_norm=True`` included) whose ``normalized_shape`` is one dimension. A transformer's norm has
+no activation after it, so none is removed: the layer takes the norm's place and nothing else changes.
+A subclass of those norms is kept (timm's ``LayerNorm2d`` permutes NCHW to normalize the channels), as
+is a norm over several dimensions; ``nn.Identity`` placeholders (timm's ``norm_pre``, ``fc_norm``) are
+not norms at all. Torch's fused inference path of ``nn.TransformerEncoderLayer`` passes ``norm1`` and
+``norm2``'s weight, bias and eps to one LayerNorm kernel instead of calling them, so a swap turns it off
+for those layers (and ``nn.TransformerEncoder``'s nested-tensor path, which leads into it).
+
+A slot takes one layout: an image layer (BatchNorm slots) offered to a transformer, or a token layer
+offered to a CNN, is one :class:`LayoutError` before anything in the model changes.
 """
 
 from __future__ import annotations
 
+import itertools
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import fx, nn
 
-from evosearch.errors import EvosearchError
-from evosearch.layers.create import LayerFactory, LayerSource, layer_factory
+from evosearch.errors import EvosearchError, LayoutError
+from evosearch.layers.create import LayerFactory, LayerSource, layer_factory, resolve_layer
+from evosearch.layers.graph import LayerGraph
 from evosearch.layers.norm_without_act import NormWithoutAct, norm_without_act_factory, parse_norm_without_act
 from evosearch.text import table
+from primitives import Layout
 
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU,
@@ -55,11 +73,16 @@ ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.PReLU,
 )
 PASS_THROUGH: tuple[type[nn.Module], ...] = (nn.Identity,)
+TOKEN_NORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.RMSNorm)
+# timm's norms over the last dimension, taken from timm where a model has loaded it (evosearch does not
+# depend on timm); its *2d variants normalize the channels of NCHW and are not token slots.
+_TIMM_TOKEN_NORMS = ("LayerNorm", "LayerNormFp32", "RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32")
+_SLOT_KINDS = {Layout.IMAGE: "image slots", Layout.TOKENS: "token norm slots"}
 
 
 @dataclass
 class SwapEntry:
-    """One BatchNorm: what it was (with its activation, if any), and what it became."""
+    """One norm: what it was (with its activation, if any), and what it became."""
 
     module: str
     activation: str | None
@@ -77,8 +100,10 @@ class SwapEntry:
 
 @dataclass
 class SwapReport:
+    layout: Layout  # the slots swapped: image (BatchNorm + activation) or tokens (LayerNorm, RMSNorm)
     entries: list[SwapEntry]
-    untied: list[str]  # modules re-traced so that a shared activation could be skipped where replaced
+    untied: list[str] = field(default_factory=list)  # re-traced so that a shared activation is skipped
+    fast_path_off: list[str] = field(default_factory=list)  # torch's fused inference path turned off
 
     @property
     def counts(self) -> dict[str, int]:
@@ -88,14 +113,23 @@ class SwapReport:
         return counts
 
     def to_json(self) -> dict[str, Any]:
-        return {"entries": [asdict(e) for e in self.entries], "untied": self.untied, "counts": self.counts}
+        return {
+            "layout": str(self.layout),
+            "entries": [asdict(e) for e in self.entries],
+            "untied": self.untied,
+            "fast_path_off": self.fast_path_off,
+            "counts": self.counts,
+        }
 
     def __str__(self) -> str:
         rows = [asdict(e) for e in self.entries]
         columns = ["module", "activation", "replaced", "became", "note"]
         counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         untied = f"; shared activations untied in {len(self.untied)} modules" if self.untied else ""
-        return f"{table(rows, columns)}\n{counts}{untied}"
+        fast = (
+            f"; fused inference path off in {len(self.fast_path_off)} modules" if self.fast_path_off else ""
+        )
+        return f"{table(rows, columns)}\n{counts}{untied}{fast}"
 
 
 def swap_norm_act(
@@ -104,21 +138,89 @@ def swap_norm_act(
     *,
     norm_without_act: NormWithoutAct = "batchnorm",
     copy_state: bool = True,
+    layout: Layout | str | None = None,
 ) -> SwapReport:
-    """Replace ``model``'s BatchNorm2d + activation pairs by ``layer`` in place (see the module
-    docstring). ``layer`` is a SOURCE: a seed name, a formula, a graph file, a ``LayerGraph`` or a
-    module class (see :mod:`evosearch.layers.create`). With ``copy_state`` a new module takes the
-    BatchNorm's tensors whose names and shapes it shares (``weight``, ``bias``, ``running_mean``,
-    ``running_var``): the affine and running statistics of the input mean the same in a compiled
-    layer, so a pretrained model keeps them."""
+    """Replace ``model``'s norm slots by ``layer`` in place (see the module docstring): a CNN's
+    BatchNorm2d + activation pairs for an image layer, a transformer's LayerNorms and RMSNorms for a
+    token layer. ``layer`` is a SOURCE: a seed name, a formula, a graph file, a ``LayerGraph`` or a
+    module class (see :mod:`evosearch.layers.create`).
+
+    ``layout`` says which slots, where the layer does not: a module class (taken as it is) or a formula
+    (parsed in that layout) offered to a model with both kinds; otherwise the model's one kind, or the
+    graph's. ``norm_without_act`` concerns image slots only: in a transformer every norm is a slot.
+    With ``copy_state`` a new module takes the old norm's tensors whose names and shapes it shares
+    (``weight``, ``bias``, ``running_mean``, ``running_var``): the affine and running statistics of
+    the input mean the same in a compiled layer, so a pretrained model keeps them. The layer keeps its
+    own ``eps``: a hyperparameter of the layer, not state of the model."""
     norm_without_act = parse_norm_without_act(norm_without_act)
-    factory = layer_factory(layer)
+    slots = _slot_kinds(model)
+    layout = _chosen_layout(model, slots, layer, layout)
+    try:
+        factory = layer_factory(layer, layout=layout)
+    except LayoutError as e:
+        raise LayoutError(f"{_described_slots(model, slots)}: {e}") from None
+    if layout is Layout.TOKENS:
+        return _swap_token_norms(model, factory, copy_state)
     plan = _plan(model)
     untied = _untie(model, plan)
     entries = [_replace(model, norm, plan, factory, norm_without_act, copy_state) for norm in plan.norms]
     for activation in plan.activations_to_remove():
         _set_module(model, activation, nn.Identity())
-    return SwapReport(entries, untied)
+    return SwapReport(Layout.IMAGE, entries, untied)
+
+
+# ---- which slots: the model's kinds and the layer's layout --------------------------------------
+
+
+def token_norm_classes() -> tuple[type[nn.Module], ...]:
+    """The norm classes known to normalize the last dimension: torch's, and timm's where it is loaded
+    (a timm model has imported it)."""
+    timm_norm = sys.modules.get("timm.layers.norm")
+    found = [getattr(timm_norm, name, None) for name in _TIMM_TOKEN_NORMS] if timm_norm else []
+    return TOKEN_NORMS + tuple(cls for cls in found if cls is not None)
+
+
+def _slot_kinds(model: nn.Module) -> dict[Layout, list[str]]:
+    """The layouts ``model`` has slots for, each with the class names of its norms there."""
+    token_norms = token_norm_classes()
+    kinds: dict[Layout, set[str]] = {}
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            kinds.setdefault(Layout.IMAGE, set()).add(type(module).__name__)
+        elif isinstance(module, token_norms):
+            kinds.setdefault(Layout.TOKENS, set()).add(type(module).__name__)
+    return {layout: sorted(names) for layout, names in kinds.items()}
+
+
+def _chosen_layout(
+    model: nn.Module, slots: dict[Layout, list[str]], layer: LayerSource, layout: Layout | str | None
+) -> Layout:
+    """The layout whose slots are swapped: as asked, else the model's one kind, else the graph's."""
+    if layout is not None:
+        chosen = _as_layout(layout)
+        if slots and chosen not in slots:
+            raise LayoutError(f"{_described_slots(model, slots)} and none for the {chosen} layout")
+        return chosen
+    if len(slots) == 1:
+        return next(iter(slots))
+    resolved = resolve_layer(layer)
+    if isinstance(resolved, LayerGraph):
+        return resolved.layout
+    if slots:
+        raise LayoutError(f"{_described_slots(model, slots)}: pass layout='image' or 'tokens' for this layer")
+    return Layout.IMAGE  # nothing to swap: the report says so
+
+
+def _as_layout(value: Layout | str) -> Layout:
+    try:
+        return Layout.parse(value)
+    except ValueError as e:
+        raise LayoutError(str(e)) from None
+
+
+def _described_slots(model: nn.Module, slots: dict[Layout, list[str]]) -> str:
+    kinds = " and ".join(f"{_SLOT_KINDS[layout]} ({', '.join(names)})" for layout, names in slots.items())
+    return f"{type(model).__name__} has {kinds or 'no norm slots'}"
 
 
 # ---- the plan: pairs from the data flow ---------------------------------------------------------
@@ -299,15 +401,90 @@ def _replace(
         if norm_without_act == "batchnorm" or norm not in plan.calls:
             return entry
         new = norm_without_act_factory(norm_without_act, factory)(bn.num_features)
-    reference = bn.weight if bn.weight is not None else bn.running_mean
-    if reference is not None:
-        new = new.to(device=reference.device, dtype=reference.dtype)
-    new.train(bn.training)
+    new = _placed(new, bn)
     if copy_state:
         entry.copied = _copy_state(bn, new)
     _set_module(model, norm, new)
     entry.became = f"{type(new).__name__}({bn.num_features})"
     return entry
+
+
+# ---- transformers: token norms ------------------------------------------------------------------
+
+
+def _swap_token_norms(model: nn.Module, factory: LayerFactory, copy_state: bool) -> SwapReport:
+    """Every token norm slot gets its own layer; the new layers are all built before the first one is
+    set, so that a layer failing to build leaves the model as it was."""
+    entries, new_modules = [], {}
+    slot_classes = token_norm_classes()
+    for path, norm in model.named_modules():
+        if not isinstance(norm, slot_classes):
+            continue
+        described = f"{type(norm).__name__}({', '.join(map(str, norm.normalized_shape))})"
+        reason = _not_a_token_slot(norm, slot_classes)
+        if reason:
+            entries.append(SwapEntry(path, None, described, "kept", note=reason))
+            continue
+        new = _placed(factory(norm.normalized_shape[0]), norm)
+        copied = _copy_state(norm, new) if copy_state else []
+        entries.append(
+            SwapEntry(path, None, described, f"{type(new).__name__}({norm.normalized_shape[0]})", copied)
+        )
+        new_modules[path] = new
+    for path, new in new_modules.items():
+        _set_module(model, path, new)
+    return SwapReport(Layout.TOKENS, entries, fast_path_off=_fused_paths_off(model))
+
+
+def _not_a_token_slot(norm: nn.Module, slot_classes: tuple[type[nn.Module], ...]) -> str:
+    """Why a LayerNorm or RMSNorm is kept, or "" for a slot."""
+    if type(norm) not in slot_classes:
+        return f"a subclass of {type(norm).__mro__[1].__name__} may normalize another dimension"
+    if len(norm.normalized_shape) != 1:
+        return f"normalizes the last {len(norm.normalized_shape)} dimensions"
+    return ""
+
+
+def _fused_paths_off(model: nn.Module) -> list[str]:
+    """Turn off torch's fused inference path where it would skip a swapped norm.
+
+    In eval mode without gradients ``nn.TransformerEncoderLayer`` calls one kernel with ``norm1`` and
+    ``norm2``'s ``weight``, ``bias`` and ``eps`` as LayerNorm's instead of calling the modules: a new
+    layer would silently compute LayerNorm, or fail on an attribute it lacks. Its
+    ``activation_relu_or_gelu`` is the kernel's activation code and only read on that path; 0 (no
+    fused activation) sends ``forward`` through the modules, before any norm attribute is read.
+    ``nn.TransformerEncoder``'s nested-tensor path reads the first layer's norms the same way; its
+    ``use_nested_tensor`` switches it off."""
+    off = []
+    for path, module in model.named_modules():
+        if isinstance(module, nn.TransformerEncoderLayer) and module.activation_relu_or_gelu:
+            if not _norms_swapped(module):
+                continue
+            module.activation_relu_or_gelu = 0
+        elif isinstance(module, nn.TransformerEncoder) and module.use_nested_tensor:
+            if not any(_norms_swapped(layer) for layer in module.layers):
+                continue
+            module.use_nested_tensor = False
+        else:
+            continue
+        off.append(path)
+    return off
+
+
+def _norms_swapped(layer: nn.TransformerEncoderLayer) -> bool:
+    """Whether the layer's norms are no longer the LayerNorms its fused kernel computes."""
+    return not all(type(norm) is nn.LayerNorm for norm in (layer.norm1, layer.norm2))
+
+
+# ---- shared by both kinds of slot ---------------------------------------------------------------
+
+
+def _placed(new: nn.Module, old: nn.Module) -> nn.Module:
+    """``new`` on ``old``'s device and dtype, in its training mode."""
+    reference = next(itertools.chain(old.parameters(), old.buffers()), None)
+    if reference is not None:
+        new = new.to(device=reference.device, dtype=reference.dtype)
+    return new.train(old.training)
 
 
 def _copy_state(source: nn.Module, target: nn.Module) -> list[str]:

@@ -1,9 +1,9 @@
 """Random layer graphs and the mutations of the search (EvoNorm-style).
 
-A :class:`SearchSpace` says what new nodes may be: the allowed primitives, the initial leaves (the
-input ``x``, per-channel vectors such as EvoNorm's ``v0`` and ``v1``, constants) and a bound on the
-number of op nodes. :func:`random_graph` draws a random DAG over it; :func:`mutate` applies one of
-four mutations to a parent graph:
+A :class:`SearchSpace` says what new nodes may be: the layout, the allowed primitives, the initial
+leaves (the input ``x``, per-channel vectors such as EvoNorm's ``v0`` and ``v1``, per-layer scalars
+such as DyT's ``alpha``, constants) and a bound on the number of op nodes. :func:`random_graph` draws
+a random DAG over it; :func:`mutate` applies one of four mutations to a parent graph:
 
 - ``change_op``: an op node gets a random allowed op (inputs dropped or added when arities differ);
 - ``rewire``: one input of an op node is replaced by a random node earlier in topological order;
@@ -37,7 +37,7 @@ from evosearch.layers.graph import (
     format_number,
     is_finite,
 )
-from primitives import PRIMITIVES, SEARCH_OPS, Kind
+from primitives import PRIMITIVES, SEARCH_OPS, Kind, Layout
 
 MUTATIONS = ("change_op", "rewire", "insert", "delete")
 MAX_ATTEMPTS = 100  # tries of one mutation kind before falling back to another
@@ -51,9 +51,10 @@ RECENCY = 0.5
 class SearchSpace:
     """What random graphs and mutations may build.
 
-    ``vectors`` and ``constants`` are the initial leaves besides ``x`` (EvoNorm: a constant zero and
-    the vectors v0 = 0, v1 = 1). ``hyperparameters`` and ``final_affine`` are given to every random
-    graph; a mutated child keeps its parent's. ``max_nodes`` bounds the op nodes of a random graph and
+    ``vectors``, ``scalars`` and ``constants`` are the initial leaves besides ``x`` (EvoNorm: a
+    constant zero and the vectors v0 = 0, v1 = 1). ``hyperparameters``, ``final_affine`` and ``layout``
+    are given to every random graph; a mutated child keeps its parent's (whose layout must be the
+    space's). ``max_nodes`` bounds the op nodes of a random graph and
     of any child that grows (a seed larger than the bound may still be mutated but never grows).
     """
 
@@ -63,12 +64,20 @@ class SearchSpace:
     constants: tuple[float, ...] = (0.0,)
     hyperparameters: Mapping[str, float | int] = field(default_factory=dict)
     final_affine: bool = True
+    layout: Layout = Layout.IMAGE
+    scalars: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ops = frozenset(self.ops)
         unknown = sorted(ops - set(PRIMITIVES))
         if not ops or unknown:
             raise EvosearchError(f"search space: unknown or no ops ({', '.join(unknown) or 'empty'})")
+        layout = Layout(self.layout)
+        foreign = sorted(op for op in ops if not PRIMITIVES[op].in_layout(layout))
+        if foreign:
+            raise EvosearchError(
+                f"search space: op(s) {', '.join(foreign)} have no meaning in the {layout} layout"
+            )
         if not isinstance(self.max_nodes, int) or isinstance(self.max_nodes, bool) or self.max_nodes < 1:
             raise EvosearchError(
                 f"search space: max_nodes must be a positive integer, got {brief(self.max_nodes)}"
@@ -76,17 +85,25 @@ class SearchSpace:
         vectors = {
             check_identifier(k, "vector"): _finite(v, f"vector {k!r}") for k, v in self.vectors.items()
         }
-        if self.final_affine and set(vectors) & set(AFFINE_NAMES):
-            raise EvosearchError("search space: vectors 'weight' and 'bias' clash with the final affine")
-        if set(vectors) & set(self.hyperparameters):
-            raise EvosearchError("search space: a hyperparameter has the name of a vector")
+        scalars = {
+            check_identifier(k, "scalar"): _finite(v, f"scalar {k!r}") for k, v in self.scalars.items()
+        }
+        parameters = set(vectors) | set(scalars)
+        if set(vectors) & set(scalars):
+            raise EvosearchError("search space: a scalar has the name of a vector")
+        if self.final_affine and parameters & set(AFFINE_NAMES):
+            raise EvosearchError("search space: parameters 'weight' and 'bias' clash with the final affine")
+        if parameters & set(self.hyperparameters):
+            raise EvosearchError("search space: a hyperparameter has the name of a vector or scalar")
         constants = tuple(_finite(c, "constant") for c in self.constants)
         probe = LayerGraph("space", dict(self.hyperparameters), self.final_affine)
         probe.set_output(INPUT)
         if probe.problems():
             raise EvosearchError("search space: " + "; ".join(probe.problems()))
         object.__setattr__(self, "ops", ops)
+        object.__setattr__(self, "layout", layout)
         object.__setattr__(self, "vectors", MappingProxyType(vectors))
+        object.__setattr__(self, "scalars", MappingProxyType(scalars))
         object.__setattr__(self, "constants", constants)
         object.__setattr__(self, "hyperparameters", MappingProxyType(dict(self.hyperparameters)))
 
@@ -115,7 +132,7 @@ def random_graph(rng: random.Random, space: SearchSpace, name: str = "random") -
     """
     for _ in range(MAX_RANDOM_ATTEMPTS):
         draft = _random_draft(rng, space)
-        graph = _build(draft, name, space.hyperparameters, space.final_affine)
+        graph = _build(draft, name, space.hyperparameters, space.final_affine, space.layout)
         if graph is not None and _acceptable(graph, space.ops, space.max_nodes):
             return graph
     raise EvosearchError(f"no valid random graph over the search space after {MAX_RANDOM_ATTEMPTS} draws")
@@ -144,6 +161,11 @@ def mutate(
         )
     if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
         raise EvosearchError(f"mutation weights must be non-negative with a positive sum, got {weights}")
+    if parent.layout is not space.layout:
+        raise EvosearchError(
+            f"cannot mutate {brief(parent.name)}: it is for the {parent.layout} layout, "
+            f"the search space for the {space.layout} layout"
+        )
     parent_hash = parent.structural_hash()
     allowed = space.ops | parent.ops
     limit = max(space.max_nodes, len(parent.op_nodes))
@@ -161,7 +183,9 @@ def mutate(
             if result is None:
                 continue
             child_draft, mutation = result
-            child = _build(child_draft, parent.name, parent.hyperparameters, parent.final_affine)
+            child = _build(
+                child_draft, parent.name, parent.hyperparameters, parent.final_affine, parent.layout
+            )
             if (
                 child is not None
                 and _acceptable(child, allowed, limit)
@@ -215,15 +239,19 @@ def _fresh(stem: str, taken: Container[str]) -> str:
 
 
 def _space_leaves(space: SearchSpace, existing: Iterable[Node], final_affine: bool) -> list[Node]:
-    """The space's vectors and constants that ``existing`` leaves lack (clashing names skipped)."""
+    """The space's parameters and constants that ``existing`` leaves lack (clashing names skipped)."""
     existing = list(existing)
     taken = {INPUT, *(n.name for n in existing)}
     values = {n.attr("value") for n in existing if n.op == Leaf.CONST}
     out = []
-    for vector, init in space.vectors.items():
-        if vector not in taken and not (final_affine and vector in AFFINE_NAMES):
-            out.append(Node(vector, Leaf.VECTOR, attrs=(("init", init),)))
-            taken.add(vector)
+    parameters = [
+        *((name, init, Leaf.VECTOR) for name, init in space.vectors.items()),
+        *((name, init, Leaf.SCALAR) for name, init in space.scalars.items()),
+    ]
+    for name, init, kind in parameters:
+        if name not in taken and not (final_affine and name in AFFINE_NAMES):
+            out.append(Node(name, kind, attrs=(("init", init),)))
+            taken.add(name)
     for value in space.constants:
         if value not in values:
             name = _fresh("const", taken)  # a placeholder: the rebuilt graph names its constants
@@ -292,15 +320,17 @@ def _recent_choice(rng: random.Random, pool: list[str], leaves: Container[str]) 
 
 
 def _build(
-    draft: _Draft, name: str, hyperparameters: Mapping[str, float | int], final_affine: bool
+    draft: _Draft, name: str, hyperparameters: Mapping[str, float | int], final_affine: bool, layout: Layout
 ) -> LayerGraph | None:
     """The draft as a pruned LayerGraph, with the draft's op node names; None if it cannot be built."""
-    graph = LayerGraph(name, dict(hyperparameters), final_affine)
+    graph = LayerGraph(name, dict(hyperparameters), final_affine, layout=layout)
     real = {INPUT: INPUT}
     try:
         for leaf in draft.leaves:
             if leaf.op == Leaf.VECTOR:
                 real[leaf.name] = graph.vector(leaf.name, leaf.attr("init"))
+            elif leaf.op == Leaf.SCALAR:
+                real[leaf.name] = graph.scalar(leaf.name, leaf.attr("init"))
             elif leaf.op == Leaf.CONST:
                 real[leaf.name] = graph.const(leaf.attr("value"))
             else:
