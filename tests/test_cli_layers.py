@@ -33,8 +33,22 @@ def test_seeds_json_lists_every_seed_with_formula(capsys):
 def test_seeds_table(capsys):
     code, out, _ = run_cli(capsys, "seeds")
     assert code == 0
-    assert out.splitlines()[0].split() == ["name", "batch_dependent", "formula"]
+    assert out.splitlines()[0].split() == ["name", "layout", "batch_dependent", "formula"]
     assert any(line.startswith("evonorm_s0 ") for line in out.splitlines())
+    assert any(line.split()[:2] == ["dyt", "tokens"] for line in out.splitlines())
+
+
+def test_a_formula_is_read_in_the_layout_asked_for(capsys):
+    code, out, _ = run_cli(capsys, "show", "tanh(alpha * x)", "--layout", "tokens", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert (shown["layout"], shown["scalars"], shown["parameters"]) == ("tokens", {"alpha": 0.5}, 129)
+    code, _, err = run_cli(capsys, "show", "dyt", "--layout", "image")
+    assert code != 0
+    assert err.strip().splitlines() == [
+        "evosearch: error: layer 'dyt' is for the tokens layout (N, L, C); "
+        "the image layout (N, C, H, W) is needed here"
+    ]
 
 
 @pytest.mark.parametrize(

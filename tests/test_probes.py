@@ -18,18 +18,22 @@ from random_graphs import random_graphs
 from torch import nn
 
 from evosearch.config import ConfigError, from_dict
+from evosearch.errors import LayoutError
 from evosearch.layers.create import resolve_source
 from evosearch.layers.graph import INPUT, LayerGraph
 from evosearch.layers.seeds import SEEDS, seed_graph
 from evosearch.probes.screen import PROBES, ProbeConfig, ProbeResult, Thresholds, probe_layer
+from evosearch.probes.tokens import TOKEN_PROBES, TokenThresholds
 from evosearch.search.mutation import SearchSpace, random_graph
 from evosearch.tasks.generated import generate_images
+from primitives import Layout
 
 # Default settings, thresholds and budget: the budget counts the probe's own CPU time, so the tests
 # running beside other work cannot turn a pass into anything else.
 DEFAULT = ProbeConfig()
 METRICS = {m for names in PROBES.values() for m in names}
 REASON_KEYS = {*METRICS, "cpu_limit", "timeout", "too_large", "error"}
+TOKEN_SEEDS = ("layernorm", "rmsnorm", "dyt", "derf")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -101,7 +105,8 @@ def test_findings_of_beyond_batchnorm(seed_results):
     early gradients shrink as groups grow: instance, group (4 of 16 channels), layer."""
     for formula in ("x", "max(x, 0)"):
         assert probe(formula).metrics["activation_growth"] > 1e4
-    assert max(r.metrics["activation_growth"] for r in seed_results.values()) < 100
+    image_seeds = [r for name, r in seed_results.items() if name not in TOKEN_SEEDS]
+    assert max(r.metrics["activation_growth"] for r in image_seeds) < 100
     shallow = dataclasses.replace(DEFAULT, resnet_depth=20, enabled=["activation_growth"])
     relu_20, relu_56 = (probe("max(x, 0)", c).metrics["activation_growth"] for c in (shallow, DEFAULT))
     assert math.log(relu_56) > 2 * math.log(relu_20)  # 9 -> 27 blocks: the exponent about triples
@@ -302,3 +307,84 @@ def test_an_invalid_graph_is_a_reject_not_an_exception():
     result = probe_layer(LayerGraph("no_output"), DEFAULT)
     assert not result.passed and len(result.reasons) == 1
     assert result.reasons[0].startswith("error: GraphError: ") and "graph has no output" in result.reasons[0]
+
+
+# ---- token layout ---------------------------------------------------------------------------------
+
+TOKEN_METRICS = {m for names in TOKEN_PROBES.values() for m in names}
+
+
+def token_probe(formula: str, config: ProbeConfig = DEFAULT) -> ProbeResult:
+    return probe_layer(formula, config, layout=Layout.TOKENS)
+
+
+def test_token_seeds_get_the_token_probes_and_pass(seed_results):
+    for name in TOKEN_SEEDS:
+        result = seed_results[name]
+        assert result.passed, (name, result.reasons)
+        assert set(result.metrics) == TOKEN_METRICS
+        assert len(result.metrics["entropy_profile"]) == DEFAULT.tokens.depth
+        assert result.metrics["similarity_profile"][-1] <= 1 and result.metrics["gradient_profile"][-1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("formula", "expected"),
+    [
+        ("x", "residual_growth"),  # no normalization: the stream grows over depth (~1000x in 8 blocks)
+        ("x", "attention_entropy"),  # ... and attention collapses onto one token
+        ("x - x + 1", "token_similarity"),  # constant: every token the same
+        ("x - x + 1", "dead_fraction"),
+        ("x * 4", "residual_growth"),  # exploding
+        ("exp(x) * x", "nonfinite_outputs"),
+        ("x / layer_rms(x) * 0.001", "output_scale"),  # collapsed scale
+        ("layer_mean(x) + x * 0.001", "token_similarity"),  # tokens made alike: rank collapse
+    ],
+)
+def test_broken_token_layers_are_rejected_with_the_reason(formula, expected):
+    result = token_probe(formula)
+    assert not result.passed and not result.inconclusive
+    assert expected in reason_keys(result), result.reasons
+
+
+def test_token_probes_give_the_same_numbers_twice():
+    first, second = probe("dyt"), probe("dyt")
+    assert first.metrics == second.metrics
+    other_seed = probe("dyt", dataclasses.replace(DEFAULT, seed=1))
+    assert other_seed.metrics["residual_growth"] != first.metrics["residual_growth"]
+    assert other_seed.metrics["fingerprint"] == first.metrics["fingerprint"]
+
+
+def test_a_nan_token_layer_is_a_reject_not_a_crash():
+    result = token_probe("x / (x - x)")
+    assert not result.passed and not result.inconclusive
+    assert {"nonfinite_outputs", "nonfinite_gradients"} <= reason_keys(result)
+
+
+def test_token_thresholds_judge_token_layers_and_image_thresholds_image_layers():
+    strict = dataclasses.replace(DEFAULT.tokens, thresholds=TokenThresholds(max_residual_growth=1.0))
+    result = probe("layernorm", dataclasses.replace(DEFAULT, tokens=strict))
+    assert reason_keys(result) == {"residual_growth"}
+    assert probe("bn_relu", dataclasses.replace(DEFAULT, tokens=strict)).passed
+
+
+def test_token_fingerprints_identify_functions():
+    def token_fingerprint(formula: str) -> str:
+        return token_probe(formula, ProbeConfig(enabled=["fingerprint"])).metrics["fingerprint"]
+
+    assert token_fingerprint("x + 0") == token_fingerprint("x")
+    assert token_fingerprint("x / layer_std(x)") != token_fingerprint("x / layer_rms(x)")
+    assert token_fingerprint("x / layer_std(x)") != token_fingerprint("x / instance_std(x)")
+    assert token_fingerprint("x") != fingerprint("x")  # a token input, not an image one
+
+
+def test_a_module_class_is_probed_in_the_layout_asked_for():
+    result = probe_layer(nn.LayerNorm, DEFAULT, layout=Layout.TOKENS)
+    assert result.passed and set(result.metrics) == TOKEN_METRICS
+    layernorm = probe("layernorm").metrics
+    assert result.metrics["residual_growth"] == pytest.approx(layernorm["residual_growth"], rel=1e-4)
+    assert "activation_growth" in probe_layer(nn.Identity, DEFAULT).metrics  # image by default
+
+
+def test_a_graph_of_the_other_layout_is_a_layout_error():
+    with pytest.raises(LayoutError, match="tokens layout"):
+        probe_layer("dyt", DEFAULT, layout=Layout.IMAGE)

@@ -283,6 +283,26 @@ def test_a_local_instance_binds_to_loopback_whatever_ray_read_at_import(monkeypa
         ({"search": {"ops": ["add", "frobnicate"]}}, "unknown ops frobnicate; known: add"),
         ({"search": {"seeds": ["bn_relu", "nope"]}}, "unknown seeds nope; seeds: bn_relu"),
         ({"resources": {"concurrency": 0}}, "resources.concurrency must be at least 1"),
+        ({"search": {"layout": "sequence"}}, "search.layout must be one of image, tokens, got 'sequence'"),
+        (  # an image network offered token seeds, and the reverse
+            {"search": {"seeds": ["bn_relu", "dyt"]}},
+            "search.seeds: dyt are not for the image layout (search.layout); its seeds: bn_relu",
+        ),
+        (
+            {"search": {"layout": "tokens", "seeds": ["layernorm"]}},
+            "tasks[0] (generated_resnet): its network (cifar_resnet) takes image layers (N, C, H, W), "
+            "but search.layout is tokens",
+        ),
+        (
+            {"search": {"layout": "tokens", "seeds": ["layernorm"]}, "tasks": [{"task": "generated_gpt"}]},
+            "tasks[0] (generated_gpt) is causal, so its layers must not read other tokens, but search.ops "
+            "has batch_mean, batch_rms, batch_std, batch_var, instance_mean, instance_rms and 2 more; "
+            "set search.ops: per_token",
+        ),
+        (
+            {"search": {"layout": "tokens", "ops": "per_token", "seeds": ["bn_relu"]}},
+            "are not for the tokens",
+        ),
         (
             {"tasks": [{"task": "cifar10_resnet20", "set": {"dataset.path": "/nonexistent/cifar"}}]},
             "CIFAR-10 not found",

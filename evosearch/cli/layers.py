@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from evosearch.cli.options import SOURCE_HELP
+from evosearch.cli.options import SOURCE_HELP, add_layout_option
 from evosearch.cli.output import emit
 from evosearch.errors import EvosearchError
 from evosearch.layers.codegen import class_name_for, export_layer
@@ -26,6 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("show", help="describe one layer: formula, nodes, parameters, validation")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("--num-features", type=int, default=64, help="channels for the parameter count")
+    add_layout_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=show)
 
@@ -37,6 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="the .py file to write; for a run, a directory")
     p.add_argument("--class-name", help="class name (default: the layer's name in CamelCase)")
     p.add_argument("--top", type=int, help=f"for a run: how many layers, best first (default {DEFAULT_TOP})")
+    add_layout_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=export)
 
@@ -45,34 +47,37 @@ def seeds(args: argparse.Namespace) -> int:
     rows = [
         {
             "name": name,
+            "layout": seed.layout.value,
             "formula": seed_graph(name).formula(),
             "batch_dependent": seed_graph(name).batch_dependent,
             "reference": seed.reference,
         }
         for name, seed in SEEDS.items()
     ]
-    emit(rows, as_json=args.json, columns=["name", "batch_dependent", "formula"])
+    emit(rows, as_json=args.json, columns=["name", "layout", "batch_dependent", "formula"])
     return 0
 
 
 def show(args: argparse.Namespace) -> int:
     if args.num_features < 1:
         raise EvosearchError(f"--num-features must be at least 1, got {args.num_features}")
-    graph = resolve_source(args.source)
+    graph = resolve_source(args.source, args.layout)
     per_channel = len(graph.vectors) + (2 if graph.final_affine else 0)
     emit(
         {
             "source": args.source,
             "name": graph.name,
+            "layout": graph.layout.value,
             "formula": graph.formula(),
             "final_affine": graph.final_affine,
             "op_nodes": len(graph.op_nodes),
             "ops": sorted(graph.ops),
             "batch_dependent": graph.batch_dependent,
             "vectors": graph.vectors,
+            "scalars": graph.scalars,
             "hyperparameters": graph.resolved_hyperparameters(),
             "parameters_per_channel": per_channel,
-            "parameters": per_channel * args.num_features,
+            "parameters": per_channel * args.num_features + len(graph.scalars),
             "structural_hash": graph.structural_hash(),
             "validation": "ok",
         },
@@ -86,7 +91,7 @@ def export(args: argparse.Namespace) -> int:
         return export_run(args)
     if args.top is not None:
         raise EvosearchError("--top applies to a run directory only")
-    graph = resolve_source(args.source)
+    graph = resolve_source(args.source, args.layout)
     class_name = args.class_name or class_name_for(graph)
     path = export_layer(graph, args.out, class_name)
     emit(

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evosearch.cli.options import SOURCE_HELP, add_set_option
+from evosearch.cli.options import SOURCE_HELP, add_layout_option, add_set_option
 from evosearch.cli.output import emit
 from evosearch.config import load_config
 from evosearch.layers.create import resolve_source, source_label
 from evosearch.probes.screen import PROBES, ProbeConfig, probe_layer
+from evosearch.probes.tokens import TOKEN_PROBES
 
 # The table shows the scalar metrics; --json has them all (the gradient profile too).
 TABLE_METRICS = (
@@ -22,6 +23,9 @@ TABLE_METRICS = (
     "stability",
     "output_scale",
     "dead_fraction",
+    "residual_growth",
+    "token_similarity",
+    "attention_entropy",
     "fingerprint",
 )
 
@@ -37,6 +41,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("probe", help="probe layers at initialization: pass or reject, with the reasons")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("--config", type=Path, help="a YAML file with a 'probes:' section")
+    add_layout_option(p)
     add_set_option(p, "probes.batch_size=8")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=probe)
@@ -44,7 +49,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def probe(args: argparse.Namespace) -> int:
     config = load_config(ProbeCommandConfig, args.config, args.set).probes
-    graphs = [(source, resolve_source(source)) for source in args.sources]  # bad input fails first
+    # Bad input fails first; a formula is read in --layout, and every layer must be of it where given.
+    graphs = [(source, resolve_source(source, args.layout)) for source in args.sources]
     records = [{"source": source, **probe_layer(graph, config).to_json()} for source, graph in graphs]
     if args.json:
         emit(records, as_json=True)
@@ -54,8 +60,10 @@ def probe(args: argparse.Namespace) -> int:
 
 
 def _columns(config: ProbeConfig) -> list[str]:
-    """The table's columns: the enabled probes' scalar metrics between the verdict and the reasons."""
-    enabled = {m for p in config.enabled for m in PROBES[p]}
+    """The table's columns: the enabled probes' scalar metrics (of either layout; a layer of the other
+    leaves a cell blank) between the verdict and the reasons."""
+    layouts = (PROBES, TOKEN_PROBES)
+    enabled = {m for probes in layouts for p in config.enabled if p in probes for m in probes[p]}
     return ["source", "passed", *(m for m in TABLE_METRICS if m in enabled), "seconds", "reasons"]
 
 

@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def train(args: argparse.Namespace) -> int:
     task = load_task(args.task, args.set)
-    graph = resolve_source(args.source)
+    graph = resolve_source(args.source, task.model.layout)  # a formula is read in the task's layout
     device = resolve_device(task.train.device)
     what = printable(f"training {graph.name} on {task.name}")
     print(f"{what} ({task.train.steps} steps, {device})", file=sys.stderr)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evosearch.errors import LayoutError, SourceError, brief
-from evosearch.layers.formula import parse_formula
+from evosearch.layers.formula import FORMULA_SCALARS, parse_formula
 from evosearch.layers.graph import LayerGraph
 from evosearch.layers.graph_io import load_graph
 from evosearch.layers.seeds import SEEDS, seed_graph
@@ -75,9 +75,10 @@ def resolve_layer(source: LayerSource, layout: Layout | None = None) -> LayerGra
 
 def resolve_source(source: str | os.PathLike[str] | LayerGraph, layout: Layout | None = None) -> LayerGraph:
     """The graph a SOURCE names: a seed, a formula, a graph file (str or path), a graph as it is. A
-    formula gets EvoNorm's vectors (v0, v1) and a final affine, and is read in ``layout`` (image by
-    default). With ``layout``, a graph of another layout is a :class:`LayoutError`. What the commands,
-    the search and export use, since they work on the graph; a class here is a :class:`SourceError`."""
+    formula gets EvoNorm's vectors (v0, v1), in the token layout DyT's scalar (alpha), and a final
+    affine, and is read in ``layout`` (image by default). With ``layout``, a graph of another layout
+    is a :class:`LayoutError`. What the commands, the search and export use, since they work on the
+    graph; a class here is a :class:`SourceError`."""
     graph = _resolve_graph(source, layout or Layout.IMAGE)
     if layout is not None:
         check_layout(graph, layout, source_label(source))
@@ -88,8 +89,8 @@ def check_layout(graph: LayerGraph, layout: Layout, label: str | None = None) ->
     """``graph`` if it is for ``layout``; else one :class:`LayoutError` that names both."""
     if graph.layout is not layout:
         raise LayoutError(
-            f"layer {brief(label or graph.name)} is for the {graph.layout} layout {graph.layout.shape}, "
-            f"but this slot takes the {layout} layout {layout.shape}"
+            f"layer {brief(label or graph.name)} is for the {graph.layout} layout {graph.layout.shape}; "
+            f"the {layout} layout {layout.shape} is needed here"
         )
     return graph
 
@@ -110,7 +111,9 @@ def _resolve_graph(source: str | os.PathLike[str] | LayerGraph, layout: Layout) 
     if source.isidentifier() and source != "x":
         seeds = ", ".join(SEEDS)
         raise SourceError(f"{brief(source)} is not a seed, a graph file or a formula; seeds: {seeds}")
-    return parse_formula(source, name="layer", final_affine=True, layout=layout)
+    return parse_formula(
+        source, name="layer", final_affine=True, layout=layout, scalars=FORMULA_SCALARS[layout]
+    )
 
 
 def source_label(source: LayerSource) -> str:

@@ -18,6 +18,8 @@ from primitives import INFIX_OPS, PREFIX_OPS, PRIMITIVES, Layout
 
 # EvoNorm's trainable vectors, available to any formula: v0 (init 0) and v1 (init 1).
 EVONORM_VECTORS: dict[str, float] = {"v0": 0.0, "v1": 1.0}
+# The per-layer scalars a formula (and a search space) of each layout has: DyT's alpha for tokens.
+FORMULA_SCALARS: dict[Layout, dict[str, float]] = {Layout.IMAGE: {}, Layout.TOKENS: {"alpha": 0.5}}
 MAX_FORMULA_CHARS = 20_000
 
 # Python's operators as the symbols that op records declare (INFIX_OPS, PREFIX_OPS say which op).

@@ -25,6 +25,12 @@ health (both networks; the scale and dead units on the plain CNN's final feature
 ``fingerprint`` (layer alone)
     A hash of the layer's outputs on a fixed input; see :func:`fingerprint`.
 
+A token-layout graph (``graph.layout is Layout.TOKENS``) gets the token probes instead
+(:mod:`evosearch.probes.tokens`: residual growth, token similarity, attention entropy and the gradient
+ratio of a pre-norm ViT, health), and stability and fingerprint on token-shaped inputs, judged by
+``ProbeConfig.tokens.thresholds``. A module class has no layout of its own: it is probed in the
+``layout`` given to :func:`probe_layer`, the image layout by default.
+
 :func:`probe_layer` runs the enabled probes and turns them into a verdict with :class:`Thresholds`. It
 never raises: a compile error or a numerical failure is a reject with its reason, and so is a graph
 too large to probe, refused by its size before it is compiled. A probe that runs out of its budget
@@ -52,10 +58,20 @@ from torch import nn
 from evosearch.errors import one_line
 from evosearch.layers.create import LayerFactory, LayerSource, layer_factory, resolve_layer
 from evosearch.layers.graph import LayerGraph
+from evosearch.probes.tokens import (
+    NETWORK_PROBES,
+    TOKEN_PROBES,
+    TokenProbeConfig,
+    TokenThresholds,
+    dead_fraction,
+    transformer_probes,
+)
 from evosearch.tasks.generated import generate_images
 from evosearch.tasks.models import cifar_resnet, kaiming_init, plain_cnn
+from primitives import Layout
 
-# Probe names (what ``ProbeConfig.enabled`` lists) and the metrics each one reports.
+# Image probe names and the metrics each one reports; ``ProbeConfig.enabled`` lists these and the
+# token probes (TOKEN_PROBES), and a layer runs those of its layout.
 PROBES: dict[str, tuple[str, ...]] = {
     "activation_growth": ("activation_growth",),
     "cosine_similarity": ("cosine_similarity",),
@@ -67,12 +83,20 @@ PROBES: dict[str, tuple[str, ...]] = {
 }
 _RESNET_PROBES = {"activation_growth", "health"}
 _PLAIN_PROBES = {"cosine_similarity", "stable_rank", "gradient_ratio", "health"}
+PROBE_NAMES = [*PROBES, *(name for name in TOKEN_PROBES if name not in PROBES)]
+_LAYOUT_PROBES = {Layout.IMAGE: PROBES, Layout.TOKENS: TOKEN_PROBES}
 
 # The fingerprint input is fixed for good, not configurable: fingerprints stay comparable across runs.
 FINGERPRINT_SHAPE = (4, 64, 4, 4)  # 64 channels: group moments (32 groups) differ from instance ones
+TOKEN_FINGERPRINT_SHAPE = (4, 16, 64)  # (N, L, C): 64 features, 16 tokens for the instance moments
 FINGERPRINT_SEED = 20200306  # AutoML-Zero's arXiv date
 FINGERPRINT_DIGITS = 4
 STABILITY_SHAPE = (8, 16, 8, 8)
+TOKEN_STABILITY_SHAPE = (8, 64, 16)  # (N, L, C), as many values as STABILITY_SHAPE
+_SHAPES = {  # fingerprint and stability inputs per layout
+    Layout.IMAGE: (FINGERPRINT_SHAPE, STABILITY_SHAPE),
+    Layout.TOKENS: (TOKEN_FINGERPRINT_SHAPE, TOKEN_STABILITY_SHAPE),
+}
 _SMALLEST = {
     "batch_size": 2,
     "image_size": 8,
@@ -122,7 +146,7 @@ class ProbeConfig:
     probing (a search proposes at most ``search.max_nodes``, 14 by default; a seed keeps its own size).
     """
 
-    enabled: list[str] = field(default_factory=lambda: list(PROBES))
+    enabled: list[str] = field(default_factory=lambda: list(PROBE_NAMES))
     batch_size: int = 16  # the default batch: images of the built-in generated dataset
     image_size: int = 16
     seed: int = 0
@@ -136,12 +160,13 @@ class ProbeConfig:
     time_limit: float = 60.0  # wall-clock seconds per candidate, a backstop for a stalled probe
     max_nodes: int = 200  # op nodes; a larger graph is rejected unprobed
     thresholds: Thresholds = field(default_factory=Thresholds)
+    tokens: TokenProbeConfig = field(default_factory=TokenProbeConfig)  # token layers' network, thresholds
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.enabled if p not in PROBES]
+        unknown = [p for p in self.enabled if p not in PROBE_NAMES]
         if unknown:
             names = ", ".join(map(repr, unknown))
-            raise ValueError(f"enabled lists unknown probe {names}; valid probes: {', '.join(PROBES)}")
+            raise ValueError(f"enabled lists unknown probe {names}; valid probes: {', '.join(PROBE_NAMES)}")
         for name, smallest in _SMALLEST.items():
             if getattr(self, name) < smallest:
                 raise ValueError(f"{name} must be at least {smallest}, got {getattr(self, name)}")
@@ -152,6 +177,11 @@ class ProbeConfig:
         for name in ("cpu_limit_s", "time_limit"):
             if not getattr(self, name) > 0:  # NaN fails too; .inf switches a limit off
                 raise ValueError(f"{name} must be > 0 (.inf: no limit), got {getattr(self, name)}")
+        if self.image_size % self.tokens.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by "
+                f"tokens.patch_size {self.tokens.patch_size}"
+            )
 
 
 @dataclass
@@ -178,9 +208,13 @@ def probe_layer(
     layer: LayerSource,
     config: ProbeConfig | None = None,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+    layout: Layout | None = None,
 ) -> ProbeResult:
     """Probe a layer at initialization and judge it. ``layer`` is a SOURCE (a seed name, a formula, a
     graph file, a ``LayerGraph`` or a module class); one that names nothing raises a ``SourceError``.
+    A graph is probed in its own layout; ``layout``, when given, is the one it must have (else a
+    ``LayoutError``), the one a formula is read in, and the one a module class is probed in (image
+    when not given: a class states no layout).
     A bad layer never raises: a failure of any kind (compilation, an exception) is a reject with the
     reason named, and so is a graph over ``config.max_nodes``, refused before it is compiled; running
     out of the budget makes the result inconclusive.
@@ -188,7 +222,8 @@ def probe_layer(
     ``batch`` is the task's own data, (N×3×H×W images, uint8 or float; int64 labels); by default
     ``config.batch_size`` images of the built-in generated dataset at ``config.image_size``.
     """
-    layer = resolve_layer(layer)  # compiled below, where a failure is a reject
+    layer = resolve_layer(layer, layout)  # compiled below, where a failure is a reject
+    layout = layer.layout if isinstance(layer, LayerGraph) else layout or Layout.IMAGE
     config = config or ProbeConfig()
     budget = _Budget(config.cpu_limit_s, config.time_limit)
     metrics: dict[str, Metric] = {}
@@ -197,11 +232,11 @@ def probe_layer(
         _check_size(layer, config.max_nodes)
         with _one_thread():
             images, labels = default_batch(config) if batch is None else (standardize(batch[0]), batch[1])
-            run = _Run(layer_factory(layer), config, budget, images, labels)
-            for step in _steps(config.enabled):
+            run = _Run(layer_factory(layer, layout), config, budget, images, labels)
+            for step in _steps(config.enabled, layout):
                 budget.check()
-                _merge(metrics, step(run), config.enabled)
-        reasons = verdict(metrics, config.thresholds)
+                _merge(metrics, step(run), config.enabled, _LAYOUT_PROBES[layout])
+        reasons = verdict(metrics, config.tokens.thresholds if layout is Layout.TOKENS else config.thresholds)
     except _TooLarge as e:
         reasons = [str(e)]
     except _OutOfBudget as e:
@@ -213,7 +248,7 @@ def probe_layer(
     )
 
 
-def verdict(metrics: dict[str, Metric], thresholds: Thresholds) -> list[str]:
+def verdict(metrics: dict[str, Metric], thresholds: Thresholds | TokenThresholds) -> list[str]:
     """The reasons to reject, in threshold order; empty means pass. Missing metrics are not judged."""
     reasons = [
         f"{name}: NaN or Inf in the networks' {name.split('_')[1]}"
@@ -334,15 +369,26 @@ class _Run:
         return torch.Generator().manual_seed(self.config.seed * 1_000_003 + stream)
 
 
-def _steps(enabled: list[str]) -> list[Callable[[_Run], dict[str, Metric]]]:
-    """The runs the enabled probes need, cheapest first."""
+def _steps(enabled: list[str], layout: Layout) -> list[Callable[[_Run], dict[str, Metric]]]:
+    """The runs the enabled probes of ``layout`` need, cheapest first."""
     steps: list[Callable[[_Run], dict[str, Metric]]] = []
+    fingerprint_shape, stability_shape = _SHAPES[layout]
     if "fingerprint" in enabled:
-        steps.append(lambda run: {"fingerprint": fingerprint(run.slot(FINGERPRINT_SHAPE[1]))})
+        steps.append(
+            lambda run: {"fingerprint": fingerprint(run.slot(_features(fingerprint_shape, layout)), layout)}
+        )
     if "stability" in enabled:
         steps.append(
-            lambda run: {"stability": stability(run.slot(STABILITY_SHAPE[1]), run.generator(3), run.config)}
+            lambda run: {
+                "stability": stability(
+                    run.slot(_features(stability_shape, layout)), run.generator(3), run.config, layout
+                )
+            }
         )
+    if layout is Layout.TOKENS:
+        if NETWORK_PROBES.intersection(enabled):
+            steps.append(_transformer_probes)
+        return steps
     if _PLAIN_PROBES.intersection(enabled):
         steps.append(_plain_probes)
     if _RESNET_PROBES.intersection(enabled):
@@ -350,9 +396,17 @@ def _steps(enabled: list[str]) -> list[Callable[[_Run], dict[str, Metric]]]:
     return steps
 
 
-def _merge(metrics: dict[str, Metric], new: dict[str, Metric], enabled: list[str]) -> None:
-    """Add the enabled probes' metrics; a health flag raised by either network stays raised."""
-    keep = {m for p in enabled for m in PROBES[p]}
+def _features(shape: tuple[int, ...], layout: Layout) -> int:
+    """The number of features of an input of ``shape``: dim 1 of an image, the last of tokens."""
+    return shape[-1] if layout is Layout.TOKENS else shape[1]
+
+
+def _merge(
+    metrics: dict[str, Metric], new: dict[str, Metric], enabled: list[str], probes: dict[str, tuple[str, ...]]
+) -> None:
+    """Add the metrics of the enabled ``probes`` (the layout's); a health flag raised by either network
+    stays raised."""
+    keep = {m for p in enabled if p in probes for m in probes[p]}
     for key, value in new.items():
         if key not in keep:
             continue
@@ -437,11 +491,16 @@ def _plain_probes(run: _Run) -> dict[str, Metric]:
         "stable_rank": rank,
         "gradient_ratio": profile[0],
         "gradient_profile": profile,
-        "dead_fraction": _dead_fraction(features),
+        "dead_fraction": dead_fraction(features),
         "output_scale": float(features.square().mean().sqrt()),
         "nonfinite_outputs": trace.nonfinite_outputs,
         "nonfinite_gradients": trace.nonfinite_gradients,
     }
+
+
+def _transformer_probes(run: _Run) -> dict[str, Metric]:
+    """Residual growth, rank and entropy collapse, the gradient profile and health, on the probe ViT."""
+    return transformer_probes(run.slot, run.config.tokens, run.generator(4), run.images, run.labels)
 
 
 def _channel_variance(x: torch.Tensor) -> float:
@@ -463,31 +522,25 @@ def _similarity(features: torch.Tensor) -> tuple[float, float]:
     return cosine, float(m.trace() / torch.linalg.eigvalsh(m)[-1])
 
 
-def _dead_fraction(features: torch.Tensor) -> float:
-    """Fraction of units (channel, position) whose value is the same for every sample, up to a
-    tolerance relative to the features' overall scale (exactly 0 spread for an all-zero output);
-    NaN for non-finite features."""
-    if not torch.isfinite(features).all():
-        return math.nan
-    spread = features.amax(0) - features.amin(0)
-    return float((spread <= 1e-6 * features.abs().max()).double().mean())
-
-
 # ---- the layer alone ----------------------------------------------------------------------------
 
 
-def stability(layer: nn.Module, generator: torch.Generator, config: ProbeConfig) -> float:
+def stability(
+    layer: nn.Module, generator: torch.Generator, config: ProbeConfig, layout: Layout = Layout.IMAGE
+) -> float:
     """EvoNorm's stability check: the worst gradient gain of the layer near a random input.
 
-    With x, r ~ N(0, 1) of shape ``STABILITY_SHAPE`` (drawn from ``generator``), the gain at input z is
+    With x, r ~ N(0, 1) of shape ``STABILITY_SHAPE`` (``TOKEN_STABILITY_SHAPE`` for a token layer),
+    drawn from ``generator``, the gain at input z is
     ``‖∇_z ⟨layer(z), r⟩‖₂ / ‖r‖₂``: how much the layer amplifies a random output gradient (1 for the
     identity; 0.7 to 1.3 for the seeds). Starting at z = x, ``stability_steps`` steps of projected
     sign-gradient ascent on the gain move z within the L∞ ball of radius ``stability_radius · rms(x)``
     around x (step 2.5 · radius / steps, as in PGD); the result is the largest gain seen. A layer that
     divides by a statistic near zero, or has a steep slope anywhere, shows a large value.
     """
-    x = torch.randn(STABILITY_SHAPE, generator=generator)
-    r = torch.randn(STABILITY_SHAPE, generator=generator)
+    shape = _SHAPES[layout][1]
+    x = torch.randn(shape, generator=generator)
+    r = torch.randn(shape, generator=generator)
     radius = config.stability_radius * float(x.square().mean().sqrt())
     step = 2.5 * radius / max(config.stability_steps, 1)
     delta = torch.zeros_like(x)
@@ -510,7 +563,7 @@ def stability(layer: nn.Module, generator: torch.Generator, config: ProbeConfig)
     return worst
 
 
-def fingerprint(layer: nn.Module) -> str:
+def fingerprint(layer: nn.Module, layout: Layout = Layout.IMAGE) -> str:
     """A functional fingerprint (AutoML-Zero's FEC): 16 hex digits of sha256 over the layer's outputs
     on a fixed input, so that ``x + 0`` and ``x``, ``a + b`` and ``b + a`` hash alike.
 
@@ -519,13 +572,10 @@ def fingerprint(layer: nn.Module) -> str:
     value plus fixed noise keyed by the vector's name, so that functions agreeing only at
     initialization (``x`` and ``v1 * x``) are told apart. Outputs are rounded to
     ``FINGERPRINT_DIGITS`` significant digits of their RMS, which absorbs float reassociation;
-    NaN and ±Inf hash as themselves. The layer needs 64 input features.
+    NaN and ±Inf hash as themselves. The layer needs 64 input features; a token layer gets a tensor of
+    ``TOKEN_FINGERPRINT_SHAPE``, drawn alike (a scale per sample, an offset per sample and feature).
     """
-    g = torch.Generator().manual_seed(FINGERPRINT_SEED)
-    n, c = FINGERPRINT_SHAPE[:2]
-    scale = torch.exp(torch.randn(n, 1, 1, 1, generator=g))
-    offset = torch.randn(n, c, 1, 1, generator=g)
-    x = torch.randn(FINGERPRINT_SHAPE, generator=g) * scale + offset
+    x = _fingerprint_input(layout)
     with torch.no_grad():
         for name, param in layer.named_parameters():
             key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:6], "little")
@@ -533,6 +583,19 @@ def fingerprint(layer: nn.Module) -> str:
             param.add_(0.5 * noise)
         y = layer.train()(x).double()
     return _hash_values(y)
+
+
+def _fingerprint_input(layout: Layout) -> torch.Tensor:
+    """The fixed fingerprint input: N(0, 1) values times a scale per sample plus an offset per sample
+    and feature, so that per-sample and per-feature statistics all differ."""
+    g = torch.Generator().manual_seed(FINGERPRINT_SEED)
+    shape = _SHAPES[layout][0]
+    n, c = shape[0], _features(shape, layout)
+    per_sample = (n,) + (1,) * (len(shape) - 1)
+    per_feature = (n, 1, c) if layout is Layout.TOKENS else (n, c, 1, 1)
+    scale = torch.exp(torch.randn(per_sample, generator=g))
+    offset = torch.randn(per_feature, generator=g)
+    return torch.randn(shape, generator=g) * scale + offset
 
 
 def _hash_values(y: torch.Tensor) -> str:

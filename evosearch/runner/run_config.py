@@ -15,7 +15,8 @@ from typing import Any
 
 from evosearch.config import ConfigError, config_names, config_path, load_config, shipped_configs, to_dict
 from evosearch.errors import EvosearchError, brief, listing, shorten
-from evosearch.layers.seeds import SEEDS, seed_graph
+from evosearch.layers.formula import FORMULA_SCALARS
+from evosearch.layers.seeds import SEEDS, seed_graph, seed_names
 from evosearch.probes.screen import ProbeConfig
 from evosearch.runner.lock import MIN_LOCK_TIMEOUT_S, STALE_AFTER_S
 from evosearch.search import Searcher, create_searcher, searcher_class
@@ -24,9 +25,27 @@ from evosearch.search.funnel import FidelitySettings
 from evosearch.search.mutation import SearchSpace
 from evosearch.tasks.specs import load_task
 from evosearch.tasks.train import TaskConfig
-from primitives import BATCH_INDEPENDENT_SEARCH_OPS, PRIMITIVES, SEARCH_OPS
+from primitives import (
+    BATCH_DEPENDENT_OPS,
+    BATCH_INDEPENDENT_SEARCH_OPS,
+    PRIMITIVES,
+    TOKEN_MIXING_OPS,
+    Layout,
+    search_ops,
+)
 
-OP_SETS = {"search": SEARCH_OPS, "batch_independent": BATCH_INDEPENDENT_SEARCH_OPS}
+# The named op sets, per layout. "search" is the layout's whole vocabulary; "batch_independent" (the
+# S family) leaves out batch statistics; "per_token" leaves out every statistic over other tokens,
+# which a causal model's layer must not read (it would see the future).
+OP_SETS = {
+    Layout.IMAGE: {"search": search_ops(Layout.IMAGE), "batch_independent": BATCH_INDEPENDENT_SEARCH_OPS},
+    Layout.TOKENS: {
+        "search": search_ops(Layout.TOKENS),
+        "batch_independent": search_ops(Layout.TOKENS) - BATCH_DEPENDENT_OPS,
+        "per_token": search_ops(Layout.TOKENS) - TOKEN_MIXING_OPS,
+    },
+}
+
 # Keys a resumed run may change without --force: they do not change what the search computes.
 # Nor does where the run directory is: a moved run resumes where it now is.
 RESUMABLE_CHANGES = (
@@ -55,9 +74,14 @@ class SearchConfig:
     # new starts, promotions included. The budget to compare searches at equal compute.
     max_train_steps: int | None = None
     fidelity: FidelitySettings = field(default_factory=FidelitySettings)  # the funnel's rungs and eta
-    ops: str | list[str] = "search"  # "search", "batch_independent" (S family), or a list of ops
+    # The layout of the searched layers: "image" (N, C, H, W) for CNN tasks, "tokens" (N, L, C) for
+    # transformer tasks. Seeds, ops and every task must be of it.
+    layout: str = "image"
+    # "search", "batch_independent" (S family), "per_token" (tokens: none over other tokens), or a list
+    ops: str | list[str] = "search"
     max_nodes: int = 14
-    seeds: str | list[str] = "all"  # seed layers in the initial population: "all", or names
+    scalars: dict[str, float] | None = None  # per-layer scalars new nodes may read; default per layout
+    seeds: str | list[str] = "all"  # seed layers in the initial population: "all" (the layout's), or names
     seed_mutations: int = _EVOLUTION.seed_mutations  # evolution: initial mutations of seeds
     random_graphs: int = _EVOLUTION.random_graphs  # evolution: initial random graphs
     mutation_weights: dict[str, float] = field(default_factory=lambda: dict(_EVOLUTION.mutation_weights))
@@ -73,6 +97,10 @@ class SearchConfig:
             searcher_class(self.algorithm)
         except EvosearchError as e:
             raise ConfigError(f"search.algorithm: {e}") from None
+        try:
+            self.layout = Layout.parse(self.layout).value
+        except ValueError as e:
+            raise ConfigError(f"search.{e}") from None
         self.op_set()
         self.seed_names()
         self.space()
@@ -86,11 +114,18 @@ class SearchConfig:
         except EvosearchError as e:
             raise ConfigError(f"search: {e}") from None
 
+    @property
+    def space_layout(self) -> Layout:
+        return Layout(self.layout)
+
     def op_set(self) -> frozenset[str]:
         if isinstance(self.ops, str):
-            if self.ops not in OP_SETS:
-                raise ConfigError(f"search.ops: unknown op set {brief(self.ops)}; sets: {', '.join(OP_SETS)}")
-            return OP_SETS[self.ops]
+            sets = OP_SETS[self.space_layout]
+            if self.ops not in sets:
+                known = ", ".join(sets)
+                where = f"for the {self.layout} layout"
+                raise ConfigError(f"search.ops: unknown op set {brief(self.ops)} {where}; sets: {known}")
+            return sets[self.ops]
         unknown = sorted(set(self.ops) - set(PRIMITIVES))
         if unknown or not self.ops:
             raise ConfigError(
@@ -100,7 +135,7 @@ class SearchConfig:
 
     def seed_names(self) -> list[str]:
         if self.seeds == "all":
-            names = list(SEEDS)
+            names = seed_names(self.space_layout)
         elif isinstance(self.seeds, str):
             raise ConfigError(f"search.seeds must be 'all' or a list of seed names, got {brief(self.seeds)}")
         else:
@@ -108,11 +143,21 @@ class SearchConfig:
         unknown = [n for n in names if n not in SEEDS]
         if unknown:
             raise ConfigError(f"search.seeds: unknown seeds {listing(unknown)}; seeds: {', '.join(SEEDS)}")
+        foreign = [n for n in names if SEEDS[n].layout is not self.space_layout]
+        if foreign:
+            ours = ", ".join(seed_names(self.space_layout))
+            raise ConfigError(
+                f"search.seeds: {listing(foreign)} are not for the {self.layout} layout (search.layout); "
+                f"its seeds: {ours}"
+            )
         return names
 
     def space(self) -> SearchSpace:
+        scalars = FORMULA_SCALARS[self.space_layout] if self.scalars is None else self.scalars
         try:
-            return SearchSpace(ops=self.op_set(), max_nodes=self.max_nodes)
+            return SearchSpace(
+                ops=self.op_set(), max_nodes=self.max_nodes, layout=self.space_layout, scalars=scalars
+            )
         except EvosearchError as e:
             raise ConfigError(f"search: {e}") from None
 
@@ -233,12 +278,34 @@ def load_tasks(config: RunConfig, overrides: Sequence[str] = ()) -> tuple[list[T
             task = load_task(spec.task, [*own, *overrides])
         except ConfigError as e:
             raise ConfigError(f"tasks[{i}] ({shorten(spec.task)}): {e}") from None
+        _check_task_fits_search(task, config.search, f"tasks[{i}] ({shorten(spec.task)})")
         tasks.append(task)
         names.append(spec.name or task.name)
     if len(set(names)) != len(names):
         got = listing(names)
         raise ConfigError(f"tasks: objective names must differ, got {got}; set 'name:' on each task")
     return tasks, names
+
+
+def _check_task_fits_search(task: TaskConfig, search: SearchConfig, label: str) -> None:
+    """A task trains layers of one layout, which must be the search's; a causal model's layers must
+    not read other tokens (the future), which neither the op set nor a seed may then do."""
+    if task.model.layout is not search.space_layout:
+        raise ConfigError(
+            f"{label}: its network ({task.model.arch}) takes {task.model.layout} layers "
+            f"{task.model.layout.shape}, but search.layout is {search.layout}"
+        )
+    if not task.model.causal:
+        return
+    mixing = sorted(search.op_set() & TOKEN_MIXING_OPS)
+    if mixing:
+        raise ConfigError(
+            f"{label} is causal, so its layers must not read other tokens, but search.ops has "
+            f"{listing(mixing)}; set search.ops: per_token"
+        )
+    for name in search.seed_names():
+        if seed_graph(name).ops & TOKEN_MIXING_OPS:
+            raise ConfigError(f"{label} is causal, and seed {name!r} reads other tokens; leave it out")
 
 
 def load_transfer_tasks(config: RunConfig) -> tuple[list[TaskConfig], list[str]]:
@@ -248,7 +315,7 @@ def load_transfer_tasks(config: RunConfig) -> tuple[list[TaskConfig], list[str]]
     if not config.transfer.tasks:
         return [], []
     try:
-        return load_tasks(RunConfig(tasks=config.transfer.tasks))
+        return load_tasks(RunConfig(tasks=config.transfer.tasks, search=config.search))
     except ConfigError as e:
         raise ConfigError(f"transfer.{e}") from None
 

@@ -12,6 +12,7 @@ a new process; what still fails becomes a record's ``exit_reason``, never an exc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import warnings
@@ -27,24 +28,25 @@ from evosearch.layers.graph_io import graph_from_dict
 from evosearch.outcomes import ExitReason
 from evosearch.probes.screen import ProbeConfig, probe_layer
 from evosearch.tasks.datasets import ImageData, load_dataset
+from evosearch.tasks.text import TextData
 from evosearch.tasks.train import DEVICE_FAULTS, TaskConfig, train_candidate
 
 if TYPE_CHECKING:
     from evosearch.runner.run_config import ResourcesConfig
 
 
-def pack_data(data: ImageData) -> dict[str, Any]:
-    """ImageData as numpy arrays and plain values, for ``ray.put``."""
-    return {
-        "name": data.name,
-        "train_images": data.train_images.numpy(),
-        "train_labels": data.train_labels.numpy(),
-        "val_images": data.val_images.numpy(),
-        "val_labels": data.val_labels.numpy(),
-        "class_names": tuple(data.class_names),
-        "mean": tuple(data.mean),
-        "std": tuple(data.std),
-    }
+# The datasets a worker receives, by the name a packed one records.
+_DATASET_KINDS: dict[str, type[ImageData | TextData]] = {"images": ImageData, "text": TextData}
+
+
+def pack_data(data: ImageData | TextData) -> dict[str, Any]:
+    """A dataset as numpy arrays and plain values, for ``ray.put``: its fields, and its kind."""
+    kind = next(k for k, cls in _DATASET_KINDS.items() if isinstance(data, cls))
+    packed: dict[str, Any] = {"kind": kind}
+    for f in dataclasses.fields(data):
+        value = getattr(data, f.name)
+        packed[f.name] = value.numpy() if isinstance(value, torch.Tensor) else value
+    return packed
 
 
 def load_packed_datasets(tasks: Sequence[TaskConfig]) -> list[dict[str, Any]]:
@@ -68,16 +70,10 @@ def put_datasets(packed: Sequence[dict[str, Any]]) -> list[ray.ObjectRef]:
     return [refs[id(data)] for data in packed]
 
 
-def unpack_data(packed: dict[str, Any]) -> ImageData:
+def unpack_data(packed: dict[str, Any]) -> ImageData | TextData:
     """The inverse of :func:`pack_data`; tensors share the (read-only) object-store memory."""
-    tensors = {k: _tensor(v) for k, v in packed.items() if isinstance(v, np.ndarray)}
-    return ImageData(
-        name=packed["name"],
-        class_names=packed["class_names"],
-        mean=packed["mean"],
-        std=packed["std"],
-        **tensors,
-    )
+    fields = {k: _tensor(v) if isinstance(v, np.ndarray) else v for k, v in packed.items() if k != "kind"}
+    return _DATASET_KINDS[packed["kind"]](**fields)
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

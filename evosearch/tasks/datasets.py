@@ -1,8 +1,9 @@
-"""Image datasets for the proxy tasks, read from disk only: nothing is downloaded at run time.
+"""Datasets for the proxy tasks, read from disk only: nothing is downloaded at run time.
 
-Every dataset comes back as the same :class:`ImageData`: uint8 N×3×H×W tensors and int64 labels for a
-train and a validation split. Images stay uint8 in host memory (a quarter of float32); the training
-loop moves them to the device as they are and normalizes there with the per-channel ``mean``/``std``.
+Every image dataset comes back as the same :class:`ImageData`: uint8 N×3×H×W tensors and int64 labels
+for a train and a validation split; the text datasets as :class:`~evosearch.tasks.text.TextData`.
+Images stay uint8 in host memory (a quarter of float32); the training loop moves them to the device as
+they are and normalizes there with the per-channel ``mean``/``std``.
 
 A missing or malformed dataset raises :class:`DatasetError` with one line: what was expected, where,
 and how to get it. Nothing here executes pickled code: CIFAR-10's python batches go through an
@@ -24,11 +25,20 @@ import torch
 from evosearch.errors import DatasetError, brief, one_line
 from evosearch.tasks import image_folder
 from evosearch.tasks.generated import PATTERNS, generate_images
+from evosearch.tasks.text import TextData, generated_text_data, read_text
 
-DatasetName = Literal["generated", "cifar10", "imagenet32", "imagenet64", "image_folder"]
+DatasetName = Literal[
+    "generated", "cifar10", "imagenet32", "imagenet64", "image_folder", "generated_text", "text"
+]
+# Byte-level text for the GPT tasks (:mod:`evosearch.tasks.text`); every other dataset is images.
+TEXT_DATASETS = frozenset({"generated_text", "text"})
 
 GENERATED_TRAIN_SIZE = 5000
 GENERATED_VAL_SIZE = 1000
+GENERATED_TEXT_TRAIN_BYTES = 200_000
+GENERATED_TEXT_VAL_BYTES = 20_000
+MAX_GENERATED_TEXT_BYTES = 2**26  # generated a line at a time in Python: past this, minutes
+MAX_CONTEXT = 8192
 # Images smaller than this are not images a network learns from (the generated patterns need 4×4 too).
 MIN_IMAGE_SIZE = 4
 MAX_IMAGE_SIZE = 1024
@@ -58,6 +68,11 @@ class DatasetConfig:
     ``classes``: keep only the first K classes (relabelled 0..K-1), e.g. 100 of ImageNet's 1000.
     ``seed``: drives generation (``generated``) or the capped subsets (the others).
     ``image_size``: the side of ``generated`` images; the other datasets have their own.
+
+    The text datasets count bytes: ``generated_text`` makes ``train_size`` + ``val_size`` bytes
+    (default 200,000 and 20,000) from ``seed``; ``text`` reads the UTF-8 file at ``path`` and keeps its
+    last ``val_fraction`` for validation (``train_size``/``val_size`` then cap the splits, each from
+    its start). ``context``: the tokens a sequence holds, what the GPT reads.
     """
 
     name: DatasetName = "generated"
@@ -67,6 +82,8 @@ class DatasetConfig:
     classes: int | None = None
     seed: int = 0
     image_size: int = 32
+    context: int = 64
+    val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         for key in ("train_size", "val_size"):
@@ -81,6 +98,20 @@ class DatasetConfig:
             )
         if self.name == "generated":
             self._check_generated_size()
+        if self.name == "generated_text":
+            self._check_generated_text_size()
+        if not 1 <= self.context <= MAX_CONTEXT:
+            raise ValueError(f"context must be 1 to {MAX_CONTEXT}, got {self.context}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}")
+
+    def _check_generated_text_size(self) -> None:
+        size = (self.train_size or GENERATED_TEXT_TRAIN_BYTES) + (self.val_size or GENERATED_TEXT_VAL_BYTES)
+        if size > MAX_GENERATED_TEXT_BYTES:
+            raise ValueError(
+                f"train_size and val_size ask for {size} bytes of generated text; "
+                f"at most {MAX_GENERATED_TEXT_BYTES}"
+            )
 
     def _check_generated_size(self) -> None:
         images = (self.train_size or GENERATED_TRAIN_SIZE) + (self.val_size or GENERATED_VAL_SIZE)
@@ -130,7 +161,7 @@ class ImageData:
         return self.train_images.shape[-1]
 
 
-def load_dataset(config: DatasetConfig) -> ImageData:
+def load_dataset(config: DatasetConfig) -> ImageData | TextData:
     """Read (or generate) the dataset ``config`` names; :class:`DatasetError` says what is wrong."""
     return LOADERS[config.name](config)
 
@@ -435,10 +466,33 @@ def _finish(config: DatasetConfig, train: _Split, val: _Split, class_names: Sequ
     )
 
 
-LOADERS: dict[str, Callable[[DatasetConfig], ImageData]] = {
+# ---------------------------------------------------------------------------------------------- text
+
+
+def _load_generated_text(config: DatasetConfig) -> TextData:
+    train_size = config.train_size or GENERATED_TEXT_TRAIN_BYTES
+    val_size = config.val_size or GENERATED_TEXT_VAL_BYTES
+    return generated_text_data(train_size, val_size, config.seed, config.context)
+
+
+def _load_text(config: DatasetConfig) -> TextData:
+    """The UTF-8 file at ``path``, split by position; ``train_size``/``val_size`` cap each split."""
+    path = _require_path(config, "a UTF-8 text file")
+    data = read_text(path, config.context, config.val_fraction)
+    train, val = data.train_tokens[: config.train_size], data.val_tokens[: config.val_size]
+    if min(len(train), len(val)) < config.context + 1:
+        raise DatasetError(
+            f"dataset.train_size and dataset.val_size must be at least context + 1 ({config.context + 1})"
+        )
+    return TextData(data.name, train, val, config.context)
+
+
+LOADERS: dict[str, Callable[[DatasetConfig], ImageData | TextData]] = {
     "generated": _load_generated,
     "cifar10": _load_cifar10,
     "imagenet32": functools.partial(_load_imagenet, size=32),
     "imagenet64": functools.partial(_load_imagenet, size=64),
     "image_folder": _load_image_folder,
+    "generated_text": _load_generated_text,
+    "text": _load_text,
 }

@@ -16,6 +16,10 @@ after torchvision's definitions) also take ``norm``, a factory for the norms tha
 (:mod:`evosearch.layers.norm_without_act`); :class:`ModelConfig` and :func:`build_network` pick the
 network and fill both kinds of slot. With BatchNorm + ReLU (ReLU6, SiLU) in the slots they are
 torchvision's networks, parameter for parameter.
+
+The transformers (``vit``, ``gpt``: :mod:`evosearch.tasks.transformers`) take the candidate in every
+norm slot, in the token layout; :func:`build_model` resolves a SOURCE in the layout of the network's
+slots, so a layer of the other layout is one clear error.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from torch import nn
 
 from evosearch.layers.create import LayerFactory, LayerSource, layer_factory
 from evosearch.layers.norm_without_act import norm_without_act_factory, parse_norm_without_act
+from evosearch.tasks.transformers import GPT, VisionTransformer, transformer_init
+from primitives import Layout
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -142,7 +148,9 @@ def kaiming_init(model: nn.Module, generator: torch.Generator) -> nn.Module:
 
 # ---- proxy architectures: the networks candidates are trained in (EvoNorm's K architectures) -------
 
-Arch = Literal["cifar_resnet", "resnet50", "mobilenet_v2", "efficientnet_b0"]
+Arch = Literal["cifar_resnet", "resnet50", "mobilenet_v2", "efficientnet_b0", "vit", "gpt"]
+TRANSFORMER_ARCHS = frozenset({"vit", "gpt"})
+DEFAULT_CONTEXT = 64
 
 SMALL_INPUT_MAX = 64  # the "auto" stem is the small one for images of at most this many pixels a side
 CIFAR_RESNET_WIDTH = 16
@@ -185,6 +193,12 @@ class ModelConfig:
     reference code applies only γx + β there), ``layer`` the candidate layer too, ``batchnorm`` a
     BatchNorm2d (what makes the bn_relu seed the usual network). The pre-activation CIFAR ResNet has no
     such norm.
+
+    The transformers, ``vit`` (on images) and ``gpt`` (on text), are sized directly: ``depth`` blocks
+    of width ``dim`` with ``heads`` attention heads and an MLP of ``mlp_ratio · dim`` hidden features;
+    the ViT cuts images into ``patch_size`` squares; ``qk_norm`` adds the candidate as QK-norm to every
+    attention. Their slots are all norms (no activation follows), so ``stem``, ``norm_without_act`` and
+    the multipliers are for the CNNs only.
     """
 
     arch: Arch = "cifar_resnet"
@@ -195,6 +209,21 @@ class ModelConfig:
     # A NormWithoutAct; typed str so that old spellings (``candidate``) in task files and run
     # directories still load: they are translated here, and only today's words are written back.
     norm_without_act: str = "affine"
+    dim: int = 192
+    heads: int = 3
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    qk_norm: bool = False
+
+    @property
+    def layout(self) -> Layout:
+        """The layout of the network's slots: tokens (N, L, C) in the transformers, else images."""
+        return Layout.TOKENS if self.arch in TRANSFORMER_ARCHS else Layout.IMAGE
+
+    @property
+    def causal(self) -> bool:
+        """Whether a token may see only those before it (the GPT): then a slot must not read others."""
+        return self.arch == "gpt"
 
     def __post_init__(self) -> None:
         self.norm_without_act = parse_norm_without_act(self.norm_without_act)
@@ -208,6 +237,22 @@ class ModelConfig:
                 raise ValueError(f"cifar_resnet depth must be 6n + 2 (8, 14, 20, …), got {self.depth}")
             if self.stem == "imagenet":
                 raise ValueError("cifar_resnet has only the small stem; use resnet50 for the ImageNet stem")
+        if self.arch in TRANSFORMER_ARCHS:
+            self._check_transformer()
+
+    def _check_transformer(self) -> None:
+        for key in ("depth", "dim", "heads", "patch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim must be a multiple of heads, got dim {self.dim} and heads {self.heads}")
+        if not 0 < self.mlp_ratio < math.inf:
+            raise ValueError(f"mlp_ratio must be positive and finite, got {self.mlp_ratio}")
+        if self.width_multiplier != 1 or self.depth_multiplier != 1:
+            raise ValueError(
+                f"{self.arch} is sized by dim and depth; width_multiplier and depth_multiplier "
+                "are for the CNNs"
+            )
 
 
 def conv_slot(
@@ -401,11 +446,21 @@ ARCHITECTURES: dict[str, Callable[..., SlotNetwork]] = {
 
 
 def build_network(
-    config: ModelConfig, norm_act: LayerFactory, num_classes: int, image_size: int = 32, seed: int = 0
+    config: ModelConfig,
+    norm_act: LayerFactory,
+    num_classes: int,
+    image_size: int = 32,
+    seed: int = 0,
+    context: int = DEFAULT_CONTEXT,
 ) -> nn.Module:
     """The network ``config`` names with ``norm_act`` in every slot; conv and linear weights from
-    :func:`kaiming_init` with a generator seeded by ``seed``. Module constructors also draw from torch's
+    :func:`kaiming_init` (:func:`~evosearch.tasks.transformers.transformer_init` for the transformers)
+    with a generator seeded by ``seed``. For the GPT ``num_classes`` is the vocabulary (the classes of
+    the next token) and ``context`` its sequence length. Module constructors also draw from torch's
     global generator (then overwritten): build in a :func:`torch.random.fork_rng` scope to leave it be."""
+    if config.arch in TRANSFORMER_ARCHS:
+        model = build_transformer(config, norm_act, num_classes, image_size, context)
+        return transformer_init(model, torch.Generator().manual_seed(seed))
     norm = norm_without_act_factory(config.norm_without_act, norm_act)
     small_input = config.stem == "small" or (config.stem == "auto" and image_size <= SMALL_INPUT_MAX)
     if config.arch == "cifar_resnet":
@@ -419,10 +474,28 @@ def build_network(
     return kaiming_init(model, torch.Generator().manual_seed(seed))
 
 
+def build_transformer(
+    config: ModelConfig, norm: LayerFactory, num_classes: int, image_size: int, context: int
+) -> nn.Module:
+    """The ViT or GPT of ``config``, ``norm`` in every norm slot (and as QK-norm where asked)."""
+    qk_norm = norm if config.qk_norm else None
+    shape = (config.dim, config.depth, config.heads, config.mlp_ratio)
+    if config.arch == "gpt":
+        return GPT(num_classes, context, *shape, norm, qk_norm)
+    return VisionTransformer(image_size, config.patch_size, *shape, num_classes, norm, qk_norm)
+
+
 def build_model(
-    config: ModelConfig, layer: LayerSource, num_classes: int, image_size: int = 32, seed: int = 0
+    config: ModelConfig,
+    layer: LayerSource,
+    num_classes: int,
+    image_size: int = 32,
+    seed: int = 0,
+    context: int = DEFAULT_CONTEXT,
 ) -> nn.Module:
     """:func:`build_network` with the layer a SOURCE names (a seed name, a formula, a graph file, a
     ``LayerGraph`` or a module class) in every slot, with its default hyperparameters (``eps``,
-    ``groups``, … of the graph or class)."""
-    return build_network(config, layer_factory(layer), num_classes, image_size, seed)
+    ``groups``, … of the graph or class). The SOURCE is read in the layout of the network's slots
+    (:attr:`ModelConfig.layout`): a graph of the other layout is a :class:`~evosearch.errors.LayoutError`."""
+    factory = layer_factory(layer, config.layout)
+    return build_network(config, factory, num_classes, image_size, seed, context)

@@ -2,8 +2,11 @@
 
 Built to run thousands of times in worker processes. The whole dataset sits on the device as uint8;
 batches are drawn, padded-and-cropped, flipped and normalized there, so the host does no per-image
-work. SGD with Nesterov momentum, linear warmup then cosine decay, no weight decay on normalization
-parameters (every vector: the slots' parameters and the biases), label smoothing. On CUDA the forward
+work. SGD with Nesterov momentum (or AdamW, the transformers' setting), linear warmup then cosine
+decay, no weight decay on normalization parameters (every vector: the slots' parameters and the
+biases), label smoothing. A GPT trains on byte-level text (:class:`DeviceText`) by the same loop:
+batches are random sequences of the train split, the loss is next-token cross-entropy at every
+position, and the score next-token accuracy on the validation split. On CUDA the forward
 runs under bf16 autocast in channels_last, optionally ``torch.compile``'d; on CPU the same code runs in
 float32.
 
@@ -30,7 +33,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +43,9 @@ from evosearch.config import ConfigError, to_dict
 from evosearch.errors import EvosearchError, brief, one_line
 from evosearch.layers.create import LayerFactory, LayerSource, create_layer, resolve_layer, source_label
 from evosearch.outcomes import ExitReason
-from evosearch.tasks.datasets import DatasetConfig, ImageData, load_dataset
+from evosearch.tasks.datasets import TEXT_DATASETS, DatasetConfig, ImageData, load_dataset
 from evosearch.tasks.models import ModelConfig, build_network
+from evosearch.tasks.text import VOCAB_SIZE, TextData
 
 DEVICE_FAULTS: tuple[type[Exception], ...] = (torch.AcceleratorError, torch.OutOfMemoryError)
 TOP5_MIN_CLASSES = 11  # top-5 accuracy is reported where there are more than 10 classes
@@ -64,6 +68,8 @@ class TrainConfig:
     (``torch.AcceleratorError``, what a CUDA error raises) at that step instead of training it, on
     every attempt: to check on any machine that a search retries a faulted evaluation in new worker
     processes and then records it as ``device_error`` (the tests, a GPU check); off by default.
+    ``optimizer``: ``sgd`` (with ``momentum`` and ``nesterov``) or ``adamw`` (with ``betas``, the
+    transformer tasks' setting); weight decay is decoupled in AdamW, on the same parameters.
     """
 
     steps: int = 1000
@@ -89,6 +95,8 @@ class TrainConfig:
     eval_batch_size: int = 500
     log_every: int = 10
     inject_device_fault_at_step: int | None = None
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    betas: tuple[float, ...] = (0.9, 0.999)
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "lr_batch_size", "eval_batch_size", "log_every"):
@@ -125,6 +133,8 @@ class TrainConfig:
             value = getattr(self, key)
             if not low <= value <= high or math.isinf(value):
                 raise ValueError(f"{key} must be finite and in [{low:g}, {high:g}], got {value}")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         if self.time_limit_s is not None and not 0 <= self.time_limit_s < math.inf:
             raise ValueError(f"time_limit_s must be >= 0 and finite (null: none), got {self.time_limit_s}")
 
@@ -137,6 +147,14 @@ class TaskConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        text = self.dataset.name in TEXT_DATASETS
+        if text != (self.model.arch == "gpt"):
+            raise ValueError(
+                f"model.arch {self.model.arch} cannot train on dataset {self.dataset.name}: the gpt "
+                f"trains on text ({', '.join(sorted(TEXT_DATASETS))}), every other network on images"
+            )
 
     def at_fidelity(self, steps: float, seed_offset: int = 0) -> TaskConfig:
         """This task trained for the fraction ``steps`` of its steps, with the seed ``train.seed +
@@ -228,6 +246,36 @@ class DeviceData:
         return self.train_images.shape[-1]
 
 
+@dataclass(frozen=True)
+class DeviceText:
+    """Byte-level text resident on one device: the train bytes (uint8), from which each batch cuts
+    random sequences, and the validation split cut once into consecutive sequences of ``context + 1``
+    tokens (int64), the first ``context`` the input, each one's next token the target."""
+
+    train_tokens: torch.Tensor
+    val_sequences: torch.Tensor
+    context: int
+
+    @classmethod
+    def from_text(cls, data: TextData, device: torch.device | str) -> DeviceText:
+        count = (len(data.val_tokens) - 1) // data.context
+        index = torch.arange(count)[:, None] * data.context + torch.arange(data.context + 1)
+        return cls(data.train_tokens.to(device), data.val_tokens.long()[index].to(device), data.context)
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_tokens.device
+
+    @property
+    def num_classes(self) -> int:
+        """The classes of a next-token prediction: the byte vocabulary."""
+        return VOCAB_SIZE
+
+
+# What the training functions take: a dataset as loaded, or already resident on a device.
+TaskData = ImageData | DeviceData | TextData | DeviceText
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA where available, else CPU; a CUDA device always with its index."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
@@ -240,35 +288,31 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def train_candidate(
-    layer: LayerSource, task: TaskConfig, data: ImageData | DeviceData | None = None
-) -> TrainResult:
+def train_candidate(layer: LayerSource, task: TaskConfig, data: TaskData | None = None) -> TrainResult:
     """Train ``task``'s network with ``layer`` in every slot; ``layer`` is a SOURCE (a seed name, a
-    formula, a graph file, a ``LayerGraph`` or a module class). Never raises for a bad candidate (see
-    the module docstring); a SOURCE that names nothing, a bad task, a missing dataset or a device
-    fault raises."""
-    resolved = resolve_layer(layer)  # built per slot inside the run, where a failure is a record
+    formula, a graph file, a ``LayerGraph`` or a module class), read in the layout of the network's
+    slots. Never raises for a bad candidate (see the module docstring); a SOURCE that names nothing
+    or names a layer of the other layout, a bad task, a missing dataset or a device fault raises."""
+    # Resolved here, where a bad SOURCE raises; built per slot inside the run, where a failure is a record.
+    resolved = resolve_layer(layer, task.model.layout)
     return train_network(functools.partial(create_layer, resolved), task, data, label=source_label(layer))
 
 
 def train_network(
-    norm_act: LayerFactory, task: TaskConfig, data: ImageData | DeviceData | None = None, label: str = ""
+    norm_act: LayerFactory, task: TaskConfig, data: TaskData | None = None, label: str = ""
 ) -> TrainResult:
     """:func:`train_candidate` for any slot factory, e.g. a hand-written reference layer."""
     start = time.perf_counter()
     config = task.train
     device = resolve_device(config.device)
     data = _on_device(data if data is not None else load_dataset(task.dataset), device)
-    if config.batch_size > len(data.train_labels):
-        raise ConfigError(
-            f"train.batch_size {config.batch_size} exceeds the {len(data.train_labels)} train images"
-        )
-    run = _Run(config, data, start)
+    run = _TextRun(config, data, start) if isinstance(data, DeviceText) else _Run(config, data, start)
+    run.check_model(task.model)
     parameters = 0
     try:
         with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
             torch.manual_seed(config.seed)
-            model = build_network(task.model, norm_act, data.num_classes, data.image_size, config.seed)
+            model = run.build_model(task.model, norm_act)
             parameters = sum(p.numel() for p in model.parameters())
             run.fit(model.to(device, memory_format=_memory_format(config, device)))
     except DEVICE_FAULTS:
@@ -286,6 +330,15 @@ def learning_rate(step: int, config: TrainConfig) -> float:
         return peak * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
     return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names over :func:`parameter_groups`, at the first step's rate."""
+    groups = parameter_groups(model, config.weight_decay)
+    lr = learning_rate(0, config)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(config.betas))
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -315,9 +368,12 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
 
 
 class _Run:
-    """One training run's state: filled in as the loop goes, so that an error still leaves a record."""
+    """One training run's state: filled in as the loop goes, so that an error still leaves a record.
+    This one trains on images; :class:`_TextRun` changes what a batch is and how the network is built."""
 
-    def __init__(self, config: TrainConfig, data: DeviceData, start: float) -> None:
+    data: DeviceData | DeviceText
+
+    def __init__(self, config: TrainConfig, data: DeviceData | DeviceText, start: float) -> None:
         self.config = config
         self.data = data
         self.start = start
@@ -337,14 +393,29 @@ class _Run:
         self.timed_seconds = 0.0
         self.eval_seconds = 0.0
 
+    def check_model(self, model: ModelConfig) -> None:
+        """A :class:`ConfigError` where the task cannot run on this data, before any candidate fails."""
+        train_images = len(self.data.train_labels)
+        if self.config.batch_size > train_images:
+            raise ConfigError(
+                f"train.batch_size {self.config.batch_size} exceeds the {train_images} train images"
+            )
+        if model.arch == "vit" and self.data.image_size % model.patch_size:
+            raise ConfigError(
+                f"model.patch_size {model.patch_size} does not divide the image size {self.data.image_size}"
+            )
+
+    def build_model(self, model: ModelConfig, norm_act: LayerFactory) -> nn.Module:
+        data = self.data
+        return build_network(model, norm_act, data.num_classes, data.image_size, self.config.seed)
+
+    @property
+    def val_count(self) -> int:
+        return len(self.data.val_labels)
+
     def fit(self, model: nn.Module) -> None:
         config = self.config
-        optimizer = torch.optim.SGD(
-            parameter_groups(model, config.weight_decay),
-            lr=learning_rate(0, config),
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-        )
+        optimizer = make_optimizer(model, config)
         if config.compile:
             # Every candidate recompiles the network's shared forward code; past dynamo's recompile
             # limit (8) it would silently run eager, so a worker starts each compiled run afresh.
@@ -371,14 +442,17 @@ class _Run:
             if out_of_time:
                 self.exit_reason = ExitReason.TIME_LIMIT
                 break
-        self.top1, self.top5 = self._evaluate(model, len(self.data.val_labels))
+        self.top1, self.top5 = self._evaluate(model, self.val_count)
 
     def _step(
         self, forward: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         with torch.autocast(self.data.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = forward(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+        # Flattened, a sequence's positions are examples too: (N, L, V) logits of (N, L) targets.
+        loss = F.cross_entropy(
+            logits.float().flatten(0, -2), labels.flatten(), label_smoothing=self.config.label_smoothing
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -427,30 +501,35 @@ class _Run:
         return True
 
     def _pass_hurdle(self, model: nn.Module) -> bool:
-        size = self.config.hurdle_val_size or len(self.data.val_labels)
-        self.hurdle_top1, _ = self._evaluate(model, min(size, len(self.data.val_labels)))
+        size = self.config.hurdle_val_size or self.val_count
+        self.hurdle_top1, _ = self._evaluate(model, min(size, self.val_count))
         if self.hurdle_top1 < self.config.hurdle_accuracy:
             self.exit_reason = ExitReason.QUALITY_HURDLE
             return False
         return True
 
+    def _val_batch(self, begin: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._normalize(self.data.val_images[begin:end]), self.data.val_labels[begin:end]
+
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, count: int) -> tuple[float, float | None]:
-        """Top-1 and top-5 accuracy on the first ``count`` validation images, in eval mode (running
-        statistics), with the eager module (a compiled one would recompile for the last batch)."""
+        """Top-1 and top-5 accuracy on the first ``count`` validation examples (every position of a
+        sequence is one), in eval mode (running statistics), with the eager module (a compiled one
+        would recompile for the last batch)."""
         began = time.perf_counter()
         model.eval()
         k = min(5, self.data.num_classes)
         correct = torch.zeros(2, dtype=torch.int64, device=self.data.device)
+        targets = 0
         for begin in range(0, count, self.config.eval_batch_size):
-            end = min(count, begin + self.config.eval_batch_size)
-            images = self._normalize(self.data.val_images[begin:end])
+            inputs, labels = self._val_batch(begin, min(count, begin + self.config.eval_batch_size))
             with torch.autocast(self.data.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = model(images)
-            hits = logits.float().topk(k).indices == self.data.val_labels[begin:end, None]
+                logits = model(inputs)
+            hits = logits.float().flatten(0, -2).topk(k).indices == labels.reshape(-1, 1)
             correct += torch.stack([hits[:, 0].sum(), hits.any(1).sum()])
+            targets += labels.numel()
         model.train()
-        top1, top5 = (n / count for n in correct.tolist())
+        top1, top5 = (n / targets for n in correct.tolist())
         self.eval_seconds += time.perf_counter() - began
         return top1, top5 if self.data.num_classes >= TOP5_MIN_CLASSES else None
 
@@ -480,19 +559,52 @@ class _Run:
         )
 
 
-def _on_device(data: ImageData | DeviceData, device: torch.device) -> DeviceData:
-    if isinstance(data, DeviceData) and data.device == device:
+class _TextRun(_Run):
+    """A GPT's run on text: a batch is ``batch_size`` sequences of ``context + 1`` bytes cut at random
+    offsets of the train split (input and its next tokens), the score next-token accuracy over every
+    position of the validation sequences; no augmentation."""
+
+    data: DeviceText
+
+    def check_model(self, model: ModelConfig) -> None:
+        """Nothing to check: the text was checked to hold a sequence when it was read."""
+
+    def build_model(self, model: ModelConfig, norm_act: LayerFactory) -> nn.Module:
+        data = self.data
+        return build_network(model, norm_act, data.num_classes, seed=self.config.seed, context=data.context)
+
+    @property
+    def val_count(self) -> int:
+        return len(self.data.val_sequences)
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        """Start offsets of the train sequences, uniform over the split."""
+        last_start = len(self.data.train_tokens) - self.data.context - 1
+        while True:
+            yield torch.randint(0, last_start + 1, (self.config.batch_size,), generator=self.generator)
+
+    def _train_batch(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        data = self.data
+        index = starts[:, None] + torch.arange(data.context + 1)
+        sequences = data.train_tokens[index.to(data.device)].long()
+        return sequences[:, :-1], sequences[:, 1:]
+
+    def _val_batch(self, begin: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sequences = self.data.val_sequences[begin:end]
+        return sequences[:, :-1], sequences[:, 1:]
+
+
+def _on_device(data: TaskData, device: torch.device) -> DeviceData | DeviceText:
+    if isinstance(data, ImageData):
+        return DeviceData.from_images(data, device)
+    if isinstance(data, TextData):
+        return DeviceText.from_text(data, device)
+    if data.device == device:
         return data
-    if isinstance(data, DeviceData):
-        return dataclasses.replace(
-            data,
-            **{
-                f.name: getattr(data, f.name).to(device)
-                for f in dataclasses.fields(data)
-                if f.name != "num_classes"
-            },
-        )
-    return DeviceData.from_images(data, device)
+    tensors = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    return dataclasses.replace(
+        data, **{name: value.to(device) for name, value in tensors.items() if isinstance(value, torch.Tensor)}
+    )
 
 
 def _memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
