@@ -2,12 +2,15 @@
 
 Rows, one a check:
 
-- **seed vs reference**: bn_relu, gn_relu, evonorm_b0 and evonorm_s0, compiled from their graphs, give
-  the outputs and input gradients of torch's and timm's layers from the same (perturbed) parameters,
-  in training mode: in float32 to 1e-4, and under bf16 autocast on bf16 input (what a layer sees behind
-  a bf16 convolution) to 5e-2, about ten bf16 roundings of values of order one.
-- **layer speed**: forward+backward time of the seed layers against timm / torch (``layer_speed.py``),
-  eager and under ``torch.compile`` (inductor); target: ours / reference <= 1.2.
+- **seed vs reference**: bn_relu, gn_relu, evonorm_b0 and evonorm_s0 on images, layernorm, rmsnorm, dyt
+  and derf on tokens (N, L, C), compiled from their graphs, give the outputs and input gradients of
+  torch's and timm's layers (and ``layer_speed.py``'s DyT and Derf) from the same (perturbed)
+  parameters, in training mode: in float32 to 1e-4, and under bf16 autocast on bf16 input (what a
+  layer sees behind a bf16 convolution or linear layer) to 5e-2, about ten bf16 roundings of values of
+  order one.
+- **layer speed**: forward+backward time of the seed layers against their references
+  (``layer_speed.py``: the image seeds on (64, 64, 32, 32), the token seeds on (64, 197, 384), a
+  ViT-S/16's activations), eager and under ``torch.compile`` (inductor); target: ours / reference <= 1.2.
 - **proxy training**: images/s of the training loop on 32×32 generated images (ResNet-20, batch 128,
   bf16 autocast, channels_last, ``torch.compile``), the compiled evonorm_s0 seed against timm's
   ``EvoNorm2dS0`` (``proxy_throughput.py``); target: time ratio ours / reference <= 1.0.
@@ -59,9 +62,9 @@ import ray
 import timm
 import torch
 from layer_speed import PAIRS as LAYER_PAIRS  # sibling benchmarks: this script's folder is on sys.path
-from layer_speed import paired_times
+from layer_speed import num_features, paired_times
 from proxy_throughput import PAIRS as PROXY_PAIRS
-from proxy_throughput import paired_throughput
+from proxy_throughput import median_rates
 from torch import nn
 
 from evosearch import build_layer, seed_graph
@@ -78,6 +81,7 @@ from evosearch.tasks.datasets import load_dataset
 from evosearch.tasks.specs import load_task
 from evosearch.tasks.train import DeviceData
 from evosearch.text import table
+from primitives import Layout
 
 # Seeds and their torch / timm references: layer_speed's pairs and GroupNorm + ReLU.
 SEED_REFERENCES: dict[str, Callable[[int], nn.Module]] = {
@@ -98,7 +102,8 @@ class Plan:
 
     name: str
     device: str
-    layer_shape: tuple[int, int, int, int]  # N, C, H, W of the seed and layer-speed input
+    layer_shape: tuple[int, int, int, int]  # N, C, H, W of the image seeds' and layer-speed input
+    token_shape: tuple[int, int, int]  # N, L, C of the token seeds'
     repeats: int
     compile_backend: str
     proxy_task: list[str]  # overrides of the generated_resnet task
@@ -108,11 +113,16 @@ class Plan:
     time_target_s: float
     judge_speed: bool  # speeds and times at toy size on a busy CPU are shown, not judged
 
+    def input_shape(self, layout: Layout) -> tuple[int, ...]:
+        """The shape of a seed's input in its layout."""
+        return self.token_shape if layout is Layout.TOKENS else self.layer_shape
+
 
 GPU = Plan(
     name="gpu",
     device="cuda",
     layer_shape=(64, 64, 32, 32),
+    token_shape=(64, 197, 384),  # a ViT-S/16's activations at 224×224
     repeats=20,
     compile_backend="inductor",
     proxy_task=[
@@ -136,6 +146,7 @@ DRY_RUN = Plan(
     name="dry run",
     device="cpu",
     layer_shape=(8, 64, 8, 8),
+    token_shape=(8, 16, 64),
     repeats=3,
     compile_backend="aot_eager",
     proxy_task=[
@@ -235,13 +246,15 @@ def outputs_and_input_grad(
 
 
 def compare_seed(seed: str, plan: Plan, dtype: torch.dtype) -> Row:
-    n, c, h, w = plan.layer_shape
+    graph = seed_graph(seed)
+    shape = plan.input_shape(graph.layout)
+    c = num_features(shape, graph.layout)
     generator = torch.Generator().manual_seed(0)
     reference = SEED_REFERENCES[seed](c)
     perturb(reference, generator)
-    ours = build_layer(seed_graph(seed), c)
+    ours = build_layer(graph, c)
     load_matching_state(ours, reference)
-    x = torch.randn(n, c, h, w, generator=generator).to(plan.device)
+    x = torch.randn(shape, generator=generator).to(plan.device)
     grad = torch.randn(x.shape, generator=generator).to(plan.device)
     mine, theirs = (
         outputs_and_input_grad(layer.to(plan.device).train(), x, grad, dtype) for layer in (ours, reference)
@@ -271,11 +284,16 @@ def check_seeds(plan: Plan) -> Iterator[Row]:
 
 
 def check_layer_speed(plan: Plan) -> Iterator[Row]:
-    n, c, h, w = plan.layer_shape
-    x = torch.randn(n, c, h, w, device=plan.device, requires_grad=True)
+    inputs = {
+        layout: torch.randn(plan.input_shape(layout), device=plan.device, requires_grad=True)
+        for layout in Layout
+    }
     for name, make_reference in LAYER_PAIRS.items():
+        graph = seed_graph(name)
+        x = inputs[graph.layout]
+        c = num_features(tuple(x.shape), graph.layout)
         for mode in ("eager", f"compile {plan.compile_backend}"):
-            ours = build_layer(seed_graph(name), c).to(plan.device)
+            ours = build_layer(graph, c).to(plan.device)
             reference = make_reference(c).to(plan.device)
             if mode != "eager":
                 torch.compiler.reset()  # each pair compiles from scratch, as a search's worker does
@@ -297,7 +315,7 @@ def check_proxy_throughput(plan: Plan) -> Iterator[Row]:
     model = dataclasses.replace(task.model, norm_without_act=norm_without_act)
     task = dataclasses.replace(task, model=model)
     data = DeviceData.from_images(load_dataset(task.dataset), plan.device)
-    ours_rate, ref_rate = paired_throughput(ours, reference, task, data, repeats=1)
+    ours_rate, ref_rate = median_rates([(ours, task), (reference, task)], data, repeats=1)
     train = task.train
     cuda_settings = (
         f"bf16={train.bf16} channels_last={train.channels_last} compile={train.compile}"
