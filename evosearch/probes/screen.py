@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from evosearch.config import reject_nan_bounds
 from evosearch.errors import one_line
 from evosearch.layers.create import LayerFactory, LayerSource, layer_factory, resolve_layer
 from evosearch.layers.graph import LayerGraph
@@ -127,9 +128,7 @@ class Thresholds:
     max_stability: float = 10.0
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if math.isnan(getattr(self, f.name)):  # NaN would silently disable the check; .inf does so openly
-                raise ValueError(f"threshold {f.name} must be a number, not NaN")
+        reject_nan_bounds(self)
 
 
 @dataclass

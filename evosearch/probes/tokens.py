@@ -31,7 +31,6 @@ The network is initialised by :func:`probe_init`, not by the ViT's training init
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from evosearch.config import reject_nan_bounds
+from evosearch.tasks.models import ModelConfig, kaiming_init
 from evosearch.tasks.transformers import VisionTransformer
 
 # Probe names and the metrics each reports; "gradient_ratio", "health", "stability" and "fingerprint"
@@ -71,9 +72,7 @@ class TokenThresholds:
     max_stability: float = 10.0
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if math.isnan(getattr(self, f.name)):  # NaN would silently disable the check; .inf does so openly
-                raise ValueError(f"threshold {f.name} must be a number, not NaN")
+        reject_nan_bounds(self)
 
 
 @dataclass
@@ -91,13 +90,14 @@ class TokenProbeConfig:
     thresholds: TokenThresholds = field(default_factory=TokenThresholds)
 
     def __post_init__(self) -> None:
-        for name in ("depth", "dim", "heads", "patch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"tokens.{name} must be at least 1, got {getattr(self, name)}")
-        if self.dim % self.heads:
-            raise ValueError(f"tokens.dim {self.dim} must be divisible by tokens.heads {self.heads}")
-        if not self.mlp_ratio > 0:
-            raise ValueError(f"tokens.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        try:  # the probe ViT's shape is checked as a task's ViT is
+            self.model_config()
+        except ValueError as e:
+            raise ValueError(f"tokens: {e}") from None
+
+    def model_config(self) -> ModelConfig:
+        shape = {k: getattr(self, k) for k in ("depth", "dim", "heads", "patch_size", "mlp_ratio")}
+        return ModelConfig(arch="vit", **shape)
 
 
 def probe_init(model: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -113,12 +113,7 @@ def probe_init(model: nn.Module, generator: torch.Generator) -> nn.Module:
     for name, parameter in model.named_parameters():
         if name.endswith("pos_embed"):
             nn.init.normal_(parameter, generator=generator)
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="linear", generator=generator)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-    return model
+    return kaiming_init(model, generator, nonlinearity="linear")
 
 
 def transformer_probes(

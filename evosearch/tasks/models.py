@@ -135,12 +135,13 @@ def plain_cnn(
     return PlainCNN(depth, width, norm_act, num_classes, in_channels)
 
 
-def kaiming_init(model: nn.Module, generator: torch.Generator) -> nn.Module:
-    """Kaiming-normal weights (fan-in, ReLU gain) for every conv and linear layer, zero biases; the
-    slots keep their own initialisation. Draws come from ``generator`` in module order."""
+def kaiming_init(model: nn.Module, generator: torch.Generator, nonlinearity: str = "relu") -> nn.Module:
+    """Kaiming-normal weights (fan-in, the gain of ``nonlinearity``) for every conv and linear layer,
+    zero biases; the slots keep their own initialisation. Draws come from ``generator`` in module
+    order."""
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu", generator=generator)
+            nn.init.kaiming_normal_(module.weight, nonlinearity=nonlinearity, generator=generator)  # fan_in
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     return model
