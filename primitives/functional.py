@@ -115,10 +115,11 @@ def token_group_moment(x: torch.Tensor, statistic: str, eps: float, groups: int)
 
 
 def sequence_moment(x: torch.Tensor, statistic: str, eps: float) -> torch.Tensor:
-    """Moment per sample and feature over the tokens (dim 1 of (N, L, C))."""
-    if x.dim() != 3:
+    """Moment per sequence and feature over its tokens: dim -2 of (N, L, C), or of (N, heads, L, C)
+    as attention's query and key norms see them."""
+    if x.dim() < 3:
         raise ValueError(f"sequence moments need tokens (N, L, C); got shape {tuple(x.shape)}")
-    return reduce_moment(x, (1,), statistic, eps).to(x.dtype)
+    return reduce_moment(x, (-2,), statistic, eps).to(x.dtype)
 
 
 def as_feature(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

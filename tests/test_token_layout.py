@@ -46,6 +46,16 @@ def test_each_moment_has_the_axes_of_the_token_layout(formula, reference):
     torch.testing.assert_close(layer(x), x - reference(x), rtol=1e-5, atol=1e-5)
 
 
+def test_token_moments_take_per_head_input_as_qk_norms_see_it():
+    """timm's q_norm / k_norm see (N, heads, L, head_dim): the leading dims are sequences."""
+    x = torch.randn(2, 3, 5, C, generator=torch.Generator().manual_seed(2))
+    layer = _layer("x - instance_mean(x) + layer_mean(x)").train()
+    want = x - x.mean(-2, keepdim=True) + x.mean(-1, keepdim=True)
+    torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"sequence moments need tokens \(N, L, C\)"):
+        layer(torch.randn(4, C))
+
+
 def test_batch_moments_track_running_estimates_over_batch_and_tokens():
     x = _tokens(1)
     layer = _layer("(x - batch_mean(x)) / batch_std(x)", momentum=0.5)
