@@ -171,14 +171,6 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise ConfigError(f"{label}: {e}") from None
 
 
-def reject_nan_bounds(bounds: Any) -> None:
-    """A ValueError for a NaN field of a dataclass of bounds: NaN compares false with everything, so it
-    would silently turn a check off (``.inf`` does so openly)."""
-    for f in dataclasses.fields(bounds):
-        if math.isnan(getattr(bounds, f.name)):
-            raise ValueError(f"threshold {f.name} must be a number, not NaN")
-
-
 def to_dict(obj: Any) -> Any:
     """Plain data (dicts, lists, numbers, strings) for YAML or JSON; an enum member becomes its value."""
     if isinstance(obj, enum.Enum):

@@ -182,7 +182,7 @@ def test_nonfinite_outputs_hash_deterministically():
         ({"foo": 1}, "unknown key foo; valid keys: enabled, batch_size"),
         (
             {"thresholds": {"max_foo": 1}},
-            "unknown key thresholds.max_foo; valid keys of thresholds: max_activation",
+            "unknown key thresholds.max_foo; valid keys of thresholds: max_dead_fraction",
         ),
         ({"enabled": ["stability", "foo"]}, "unknown probe 'foo'; valid probes: activation_growth, cosine"),
         ({"batch_size": "big"}, "batch_size must be an integer"),

@@ -55,10 +55,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from evosearch.config import reject_nan_bounds
 from evosearch.errors import one_line
 from evosearch.layers.create import LayerFactory, LayerSource, layer_factory, resolve_layer
 from evosearch.layers.graph import LayerGraph
+from evosearch.probes.health import HealthThresholds
 from evosearch.probes.tokens import (
     NETWORK_PROBES,
     TOKEN_PROBES,
@@ -111,24 +111,16 @@ Metric = float | list[float] | str | bool
 
 
 @dataclass
-class Thresholds:
-    """Bounds that turn metrics into a verdict: ``max_<metric>`` rejects values above, ``min_<metric>``
-    values below, and NaN always (unless a NaN or Inf in the networks already explains it); ``.inf``
-    switches a bound off. Calibrated so that every seed passes with a margin; docs/probes.md lists
-    the seeds' values and what each bound rejects."""
+class Thresholds(HealthThresholds):
+    """Bounds that turn the image layout's metrics into a verdict, read as :class:`HealthThresholds`
+    says. Calibrated so that every seed passes with a margin; docs/probes.md lists the seeds' values
+    and what each bound rejects."""
 
     max_activation_growth: float = 1000.0
     max_cosine_similarity: float = 0.99
     min_stable_rank: float = 1.01
     min_gradient_ratio: float = 0.01
     max_gradient_ratio: float = 1000.0
-    max_dead_fraction: float = 0.9
-    min_output_scale: float = 0.01
-    max_output_scale: float = 100.0
-    max_stability: float = 10.0
-
-    def __post_init__(self) -> None:
-        reject_nan_bounds(self)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from evosearch.config import reject_nan_bounds
+from evosearch.probes.health import HealthThresholds
 from evosearch.tasks.models import ModelConfig, kaiming_init
 from evosearch.tasks.transformers import VisionTransformer
 
@@ -57,8 +57,8 @@ NETWORK_PROBES = {"residual_growth", "token_similarity", "attention_entropy", "g
 
 
 @dataclass
-class TokenThresholds:
-    """The verdict's bounds for token layers, read as :class:`~evosearch.probes.screen.Thresholds`.
+class TokenThresholds(HealthThresholds):
+    """The verdict's bounds for token layers, read as :class:`HealthThresholds` says.
     docs/probes.md lists the token seeds' values and what each bound rejects."""
 
     max_residual_growth: float = 20.0
@@ -66,13 +66,6 @@ class TokenThresholds:
     min_attention_entropy: float = 0.5
     min_gradient_ratio: float = 0.1
     max_gradient_ratio: float = 100.0
-    max_dead_fraction: float = 0.9
-    min_output_scale: float = 0.01
-    max_output_scale: float = 100.0
-    max_stability: float = 10.0
-
-    def __post_init__(self) -> None:
-        reject_nan_bounds(self)
 
 
 @dataclass
