@@ -128,6 +128,18 @@ def test_a_layer_of_the_other_layout_is_one_clear_error():
     assert isinstance(build_model(VIT, "layernorm", 10, image_size=16), nn.Module)
 
 
+def test_a_causal_network_refuses_a_layer_that_reads_other_tokens():
+    """Statistics over L (or over the batch's tokens) would let a GPT position see the future."""
+    gpt = load_task("generated_gpt")
+    for formula in ("x - instance_mean(x)", "x / batch_std(x)"):
+        with pytest.raises(LayoutError, match=r"reads other tokens .* network's \(gpt\) layer must not"):
+            train_candidate(formula, gpt)
+        with pytest.raises(LayoutError, match="reads other tokens"):
+            build_model(gpt.model, formula, 256, context=16)
+    assert isinstance(build_model(VIT, "x - instance_mean(x)", 10, image_size=16), nn.Module)  # not causal
+    assert isinstance(build_model(gpt.model, "x / layer_rms(x)", 256, context=16), nn.Module)
+
+
 def test_model_config_checks_the_transformer_fields():
     for bad, match in [
         ({"dim": 30, "heads": 4}, "multiple of heads"),

@@ -33,10 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evosearch.layers.create import LayerFactory, LayerSource, layer_factory
+from evosearch.errors import LayoutError
+from evosearch.layers.create import LayerFactory, LayerSource, layer_factory, resolve_layer, source_label
+from evosearch.layers.graph import LayerGraph
 from evosearch.layers.norm_without_act import norm_without_act_factory, parse_norm_without_act
 from evosearch.tasks.transformers import GPT, VisionTransformer, transformer_init
-from primitives import Layout
+from primitives import TOKEN_MIXING_OPS, Layout
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -497,6 +499,23 @@ def build_model(
     """:func:`build_network` with the layer a SOURCE names (a seed name, a formula, a graph file, a
     ``LayerGraph`` or a module class) in every slot, with its default hyperparameters (``eps``,
     ``groups``, … of the graph or class). The SOURCE is read in the layout of the network's slots
-    (:attr:`ModelConfig.layout`): a graph of the other layout is a :class:`~evosearch.errors.LayoutError`."""
-    factory = layer_factory(layer, config.layout)
+    (:attr:`ModelConfig.layout`): a graph of the other layout is a :class:`~evosearch.errors.LayoutError`,
+    and so is one that reads other tokens offered to a causal network (see :func:`slot_layer`)."""
+    factory = layer_factory(slot_layer(config, layer))
     return build_network(config, factory, num_classes, image_size, seed, context)
+
+
+def slot_layer(config: ModelConfig, layer: LayerSource) -> LayerGraph | LayerFactory:
+    """The layer a SOURCE names, read in the layout of ``config``'s slots; in a causal network (the
+    GPT) a graph must not read other tokens (statistics over L or over the batch's tokens would let a
+    position see the future), a :class:`~evosearch.errors.LayoutError`. A module class is taken as it
+    is."""
+    resolved = resolve_layer(layer, config.layout)
+    if config.causal and isinstance(resolved, LayerGraph):
+        mixing = sorted(resolved.ops & TOKEN_MIXING_OPS)
+        if mixing:
+            raise LayoutError(
+                f"layer {source_label(layer)!r} reads other tokens ({', '.join(mixing)}), which a causal "
+                f"network's ({config.arch}) layer must not: each position would see the future"
+            )
+    return resolved

@@ -41,10 +41,10 @@ from torch import nn
 
 from evosearch.config import ConfigError, to_dict
 from evosearch.errors import EvosearchError, brief, one_line
-from evosearch.layers.create import LayerFactory, LayerSource, create_layer, resolve_layer, source_label
+from evosearch.layers.create import LayerFactory, LayerSource, create_layer, source_label
 from evosearch.outcomes import ExitReason
 from evosearch.tasks.datasets import TEXT_DATASETS, DatasetConfig, ImageData, load_dataset
-from evosearch.tasks.models import ModelConfig, build_network
+from evosearch.tasks.models import ModelConfig, build_network, slot_layer
 from evosearch.tasks.text import VOCAB_SIZE, TextData
 
 DEVICE_FAULTS: tuple[type[Exception], ...] = (torch.AcceleratorError, torch.OutOfMemoryError)
@@ -294,7 +294,7 @@ def train_candidate(layer: LayerSource, task: TaskConfig, data: TaskData | None 
     slots. Never raises for a bad candidate (see the module docstring); a SOURCE that names nothing
     or names a layer of the other layout, a bad task, a missing dataset or a device fault raises."""
     # Resolved here, where a bad SOURCE raises; built per slot inside the run, where a failure is a record.
-    resolved = resolve_layer(layer, task.model.layout)
+    resolved = slot_layer(task.model, layer)
     return train_network(functools.partial(create_layer, resolved), task, data, label=source_label(layer))
 
 
