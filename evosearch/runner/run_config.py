@@ -289,7 +289,8 @@ def load_tasks(config: RunConfig, overrides: Sequence[str] = ()) -> tuple[list[T
 
 def _check_task_fits_search(task: TaskConfig, search: SearchConfig, label: str) -> None:
     """A task trains layers of one layout, which must be the search's; a causal model's layers must
-    not read other tokens (the future), which neither the op set nor a seed may then do."""
+    not read other tokens (the future), so the op set must not have them (no token seed does, and
+    :func:`~evosearch.tasks.models.slot_layer` refuses any layer that does where it is trained)."""
     if task.model.layout is not search.space_layout:
         raise ConfigError(
             f"{label}: its network ({task.model.arch}) takes {task.model.layout} layers "
@@ -303,9 +304,6 @@ def _check_task_fits_search(task: TaskConfig, search: SearchConfig, label: str) 
             f"{label} is causal, so its layers must not read other tokens, but search.ops has "
             f"{listing(mixing)}; set search.ops: per_token"
         )
-    for name in search.seed_names():
-        if seed_graph(name).ops & TOKEN_MIXING_OPS:
-            raise ConfigError(f"{label} is causal, and seed {name!r} reads other tokens; leave it out")
 
 
 def load_transfer_tasks(config: RunConfig) -> tuple[list[TaskConfig], list[str]]:
