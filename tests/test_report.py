@@ -172,10 +172,10 @@ def layer_record(candidate_id: int, seed_name: str, origin: str, top1: float) ->
     )
 
 
-def funnel_run(root: Path, promoted: bool = True) -> Path:
+def funnel_run(root: Path, promoted: bool = True, stopped: str | None = None) -> Path:
     """A run with a two-rung funnel (one seed, then three): two seed layers and a candidate (evonorm_b0's
     graph, a mutation) at the top rung, and a candidate that stayed at rung 0; without ``promoted`` no
-    layer has gone on."""
+    layer has gone on; the layer named ``stopped`` failed the hurdle on its third training seed."""
     run = RunDirectory(root / "funnel")
     fidelity = FidelitySettings(rungs=[Rung(1.0, 1), Rung(1.0, 3)], eta=3)
     run.write_config(RunConfig(name="funnel", output_dir=str(root), search=SearchConfig(fidelity=fidelity)))
@@ -186,7 +186,9 @@ def funnel_run(root: Path, promoted: bool = True) -> Path:
     run.append_event(layer_record(3, "evonorm_s0", "mutation", UNPROMOTED))
     for candidate_id, name, _ in layers if promoted else []:
         scores = TOP_RUNG[name]
-        runs = [training_run(scores[0], 0, reused=True), *(training_run(scores[s], s) for s in (1, 2))]
+        runs = [training_run(scores[0], 0, reused=True), training_run(scores[1], 1)]
+        exit_reason = "quality_hurdle" if name == stopped else "completed"
+        runs.append(training_run(scores[2], 2, exit_reason=exit_reason))
         run.append_rung(RungRecord(candidate_id, 1, runs, [sum(scores) / 3]))
     return run.path
 
@@ -216,6 +218,13 @@ def test_report_shows_the_noise_the_funnel_and_the_labelled_claims(tmp_path, cap
     text = capsys.readouterr().out
     assert "tiny sd 0.0141 (dof 6, 3 layers)" in text and "Confirmed at rung 1" in text
     assert "rung 0: 4 layers (100% of each task's steps, 1 training seed)" in text
+
+
+def test_a_run_stopped_before_the_end_is_said_in_the_table_not_shown_as_a_bare_score(tmp_path, capsys):
+    path = funnel_run(tmp_path, stopped="gn_relu")
+    rows = {row["layer"]: row["tiny"] for row in cli_json(capsys, "report", str(path))["claim_table"]}
+    assert rows["gn_relu"] == "0.473 ± 0.410 (1/3 stopped)"  # the stopped run scores 0
+    assert rows["bn_relu"] == "0.610 ± 0.010"
 
 
 def test_report_without_a_layer_at_the_top_rung_confirms_nothing(tmp_path, capsys):

@@ -82,6 +82,15 @@ class LayerResult:
     means: list[float]
     sds: list[float | None]
     graph: dict[str, Any] = field(repr=False)
+    # Per objective, the runs that did not train to the end (hurdle, non-finite loss, an error):
+    # each scores the worst, which a table says rather than show a bare 0.
+    stopped: list[int] = field(default_factory=list)
+
+    def score_text(self, objective: int) -> str:
+        """``0.712 ± 0.010``, and ``(2/3 stopped)`` where runs did not train to the end."""
+        text = format_score(self.means[objective], self.sds[objective])
+        stopped = self.stopped[objective] if self.stopped else 0
+        return f"{text} ({stopped}/{len(self.seeds[objective])} stopped)" if stopped else text
 
     @property
     def is_reference(self) -> bool:
@@ -151,9 +160,12 @@ def _layer(
     record: CandidateRecord, rung: int, runs: list[dict[str, Any]], objectives: list[str]
 ) -> LayerResult:
     per_objective: list[list[float]] = [[] for _ in objectives]
+    stopped = [0] * len(objectives)
     for run in sorted(runs, key=lambda r: run_fidelity(r)[1]):
         if run.get("task") in objectives:
-            per_objective[objectives.index(run["task"])].append(run_score(run))
+            index = objectives.index(run["task"])
+            per_objective[index].append(run_score(run))
+            stopped[index] += run_exit(run) not in TRAINED_EXITS
     summaries = [mean_sd(scores) if scores else (WORST_SCORE, None) for scores in per_objective]
     name = str(record.graph.get("name") or f"candidate_{record.id}")
     return LayerResult(
@@ -166,6 +178,7 @@ def _layer(
         means=[m for m, _ in summaries],
         sds=[sd for _, sd in summaries],
         graph=record.graph,
+        stopped=stopped,
     )
 
 
@@ -279,12 +292,7 @@ def claim_rows(claims: Claims) -> list[dict[str, Any]]:
         layer = claim.layer
         row: dict[str, Any] = {"id": layer.id, "layer": layer.name, "front": "*" if claim.on_front else ""}
         row["seeds"] = max(map(len, layer.seeds))
-        row.update(
-            {
-                name: format_score(m, sd)
-                for name, m, sd in zip(claims.objectives, layer.means, layer.sds, strict=True)
-            }
-        )
+        row.update({name: layer.score_text(k) for k, name in enumerate(claims.objectives)})
         for ref in claims.references:  # a seed on the front is one of the references: "itself" there
             row[f"vs {ref.name}"] = verdicts(claim.versus[ref.name]) if ref.name in claim.versus else "itself"
         row["formula"] = layer.formula
@@ -311,8 +319,8 @@ def layer_rows(
     rows = []
     for layer in layers:
         row: dict[str, Any] = {"id": layer.id, "rung": layer.rung, "seeds": max(map(len, layer.seeds))}
-        for name, mean, sd in zip(objectives, layer.means, layer.sds, strict=True):
-            row[name] = mean if numbers else format_score(mean, sd)
+        for k, name in enumerate(objectives):
+            row[name] = layer.means[k] if numbers else layer.score_text(k)
         if numbers:
             row["sd"] = dict(zip(objectives, layer.sds, strict=True))
         rows.append({**row, "formula": layer.formula})
