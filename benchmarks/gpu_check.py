@@ -62,7 +62,7 @@ import ray
 import timm
 import torch
 from layer_speed import PAIRS as LAYER_PAIRS  # sibling benchmarks: this script's folder is on sys.path
-from layer_speed import num_features, paired_times
+from layer_speed import paired_times
 from proxy_throughput import PAIRS as PROXY_PAIRS
 from proxy_throughput import median_rates
 from torch import nn
@@ -248,7 +248,7 @@ def outputs_and_input_grad(
 def compare_seed(seed: str, plan: Plan, dtype: torch.dtype) -> Row:
     graph = seed_graph(seed)
     shape = plan.input_shape(graph.layout)
-    c = num_features(shape, graph.layout)
+    c = shape[graph.layout.channel_dim]
     generator = torch.Generator().manual_seed(0)
     reference = SEED_REFERENCES[seed](c)
     perturb(reference, generator)
@@ -291,7 +291,7 @@ def check_layer_speed(plan: Plan) -> Iterator[Row]:
     for name, make_reference in LAYER_PAIRS.items():
         graph = seed_graph(name)
         x = inputs[graph.layout]
-        c = num_features(tuple(x.shape), graph.layout)
+        c = x.shape[graph.layout.channel_dim]
         for mode in ("eager", f"compile {plan.compile_backend}"):
             ours = build_layer(graph, c).to(plan.device)
             reference = make_reference(c).to(plan.device)

@@ -67,11 +67,6 @@ PAIRS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def num_features(shape: tuple[int, ...], layout: Layout) -> int:
-    """C of an input shape: dim 1 of an image (N, C, H, W), the last dim of tokens (N, L, C)."""
-    return shape[-1] if layout is Layout.TOKENS else shape[1]
-
-
 def paired_times(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
     """Median seconds of one forward+backward of each, run alternately so that load on the
     machine hits both alike (after warm-up; synchronised on GPU)."""
@@ -121,7 +116,7 @@ def main() -> None:
     for name in args.layers:
         graph = seed_graph(name)
         x = inputs[graph.layout]
-        c = num_features(tuple(x.shape), graph.layout)
+        c = x.shape[graph.layout.channel_dim]
         for mode in modes:
             ours = build_layer(graph, c).to(args.device)
             reference = PAIRS[name](c).to(args.device)

@@ -50,6 +50,11 @@ class Layout(str, enum.Enum):
     def shape(self) -> str:
         return _LAYOUT_SHAPES[self]
 
+    @property
+    def channel_dim(self) -> int:
+        """The dim of an input that holds the channels (features): 1 of an image, the last of tokens."""
+        return -1 if self is Layout.TOKENS else 1
+
     @classmethod
     def parse(cls, value: object) -> Layout:
         """The layout ``value`` names; a ValueError listing the layouts for anything else."""

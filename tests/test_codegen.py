@@ -387,7 +387,7 @@ def _interpret(graph: LayerGraph, layer: torch.nn.Module, x: torch.Tensor, train
 
 def _check_against_primitives(graph: LayerGraph, x: torch.Tensor, tol: float = 1e-4) -> None:
     """Train and eval outputs and the running estimates, compiled layer vs node-by-node evaluation."""
-    layer = _perturbed(build_layer(graph, x.shape[-1 if graph.layout is Layout.TOKENS else 1]), 0)
+    layer = _perturbed(build_layer(graph, x.shape[graph.layout.channel_dim]), 0)
     for training in (True, False, True):
         layer.train(training)
         want, want_buffers = _interpret(graph, layer, x, training)

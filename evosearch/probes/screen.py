@@ -366,13 +366,13 @@ def _steps(enabled: list[str], layout: Layout) -> list[Callable[[_Run], dict[str
     fingerprint_shape, stability_shape = _SHAPES[layout]
     if "fingerprint" in enabled:
         steps.append(
-            lambda run: {"fingerprint": fingerprint(run.slot(_features(fingerprint_shape, layout)), layout)}
+            lambda run: {"fingerprint": fingerprint(run.slot(fingerprint_shape[layout.channel_dim]), layout)}
         )
     if "stability" in enabled:
         steps.append(
             lambda run: {
                 "stability": stability(
-                    run.slot(_features(stability_shape, layout)), run.generator(3), run.config, layout
+                    run.slot(stability_shape[layout.channel_dim]), run.generator(3), run.config, layout
                 )
             }
         )
@@ -385,11 +385,6 @@ def _steps(enabled: list[str], layout: Layout) -> list[Callable[[_Run], dict[str
     if _RESNET_PROBES.intersection(enabled):
         steps.append(_resnet_probes)
     return steps
-
-
-def _features(shape: tuple[int, ...], layout: Layout) -> int:
-    """The number of features of an input of ``shape``: dim 1 of an image, the last of tokens."""
-    return shape[-1] if layout is Layout.TOKENS else shape[1]
 
 
 def _merge(
@@ -581,7 +576,7 @@ def _fingerprint_input(layout: Layout) -> torch.Tensor:
     and feature, so that per-sample and per-feature statistics all differ."""
     g = torch.Generator().manual_seed(FINGERPRINT_SEED)
     shape = _SHAPES[layout][0]
-    n, c = shape[0], _features(shape, layout)
+    n, c = shape[0], shape[layout.channel_dim]
     per_sample = (n,) + (1,) * (len(shape) - 1)
     per_feature = (n, 1, c) if layout is Layout.TOKENS else (n, c, 1, 1)
     scale = torch.exp(torch.randn(per_sample, generator=g))
